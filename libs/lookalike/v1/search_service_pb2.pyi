@@ -24,12 +24,12 @@ class EnsureIndexResponse(_message.Message):
     def __init__(self, created: bool = ...) -> None: ...
 
 class DropIndexRequest(_message.Message):
-    __slots__ = ("collection", "extractor")
+    __slots__ = ("collection", "extractors")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
-    EXTRACTOR_FIELD_NUMBER: _ClassVar[int]
+    EXTRACTORS_FIELD_NUMBER: _ClassVar[int]
     collection: str
-    extractor: str
-    def __init__(self, collection: _Optional[str] = ..., extractor: _Optional[str] = ...) -> None: ...
+    extractors: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, collection: _Optional[str] = ..., extractors: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DropIndexResponse(_message.Message):
     __slots__ = ()
@@ -66,14 +66,14 @@ class UpsertVectorsResponse(_message.Message):
     def __init__(self, upserted_count: _Optional[int] = ...) -> None: ...
 
 class DeleteVectorsRequest(_message.Message):
-    __slots__ = ("collection", "extractor", "ids")
+    __slots__ = ("collection", "extractors", "ids")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
-    EXTRACTOR_FIELD_NUMBER: _ClassVar[int]
+    EXTRACTORS_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     collection: str
-    extractor: str
+    extractors: _containers.RepeatedScalarFieldContainer[str]
     ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, collection: _Optional[str] = ..., extractor: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, collection: _Optional[str] = ..., extractors: _Optional[_Iterable[str]] = ..., ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DeleteVectorsResponse(_message.Message):
     __slots__ = ()

@@ -1,0 +1,345 @@
+"""`lookalike` — the command-line client of the gateway (gRPC)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import grpc
+import typer
+from google.protobuf import struct_pb2
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from lookalike.filters import parse_filter_text
+from lookalike.v1 import (
+    bucket_service_pb2,
+    bucket_service_pb2_grpc,
+    collection_service_pb2,
+    collection_service_pb2_grpc,
+    namespace_service_pb2,
+    namespace_service_pb2_grpc,
+    retriever_service_pb2,
+    retriever_service_pb2_grpc,
+    types_pb2,
+)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+
+app = typer.Typer(help="lookalike: self-hosted reverse image search", no_args_is_help=True, pretty_exceptions_enable=False)
+namespaces_app = typer.Typer(help="Namespaces (tenants)", no_args_is_help=True)
+collections_app = typer.Typer(help="Collections (extractors + index)", no_args_is_help=True)
+retrievers_app = typer.Typer(help="Retrievers (stage pipelines)", no_args_is_help=True)
+app.add_typer(namespaces_app, name="namespaces")
+app.add_typer(collections_app, name="collections")
+app.add_typer(retrievers_app, name="retrievers")
+console = Console()
+
+
+class Gateway:
+    """Stubs of the public services on one channel."""
+
+    def __init__(self, address: str, timeout: float = 60.0) -> None:
+        self.channel = grpc.insecure_channel(
+            address, options=[("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]
+        )
+        self.timeout = timeout
+        self.namespaces = namespace_service_pb2_grpc.NamespaceServiceStub(self.channel)
+        self.collections = collection_service_pb2_grpc.CollectionServiceStub(self.channel)
+        self.buckets = bucket_service_pb2_grpc.BucketServiceStub(self.channel)
+        self.retrievers = retriever_service_pb2_grpc.RetrieverServiceStub(self.channel)
+
+    def ensure(self, create: Any, request: Any) -> None:
+        """Create, tolerating ALREADY_EXISTS (for idempotent scripts)."""
+        try:
+            create(request, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
+                raise
+
+
+GatewayOpt = Annotated[str, typer.Option("--gateway", envvar="LOOKALIKE_GATEWAY_ADDR", help="gateway host:port")]
+NamespaceOpt = Annotated[str, typer.Option("--namespace", "-n", envvar="LOOKALIKE_NAMESPACE")]
+
+
+def _fail(exc: grpc.RpcError) -> None:
+    console.print(f"[red]error[/red] {exc.code().name}: {exc.details()}")
+    raise typer.Exit(2)
+
+
+def metadata_struct(values: dict[str, Any]) -> struct_pb2.Struct:
+    out = struct_pb2.Struct()
+    out.update(values)
+    return out
+
+
+def parse_key_values(pairs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise typer.BadParameter(f"expected key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def find_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def image_metadata(path: Path, root: Path, extra: dict[str, Any]) -> dict[str, Any]:
+    """folder (relative sub-folder), the fields of a `<image>.json` sidecar, then --meta values."""
+    meta: dict[str, Any] = {}
+    rel_parent = path.parent.relative_to(root).as_posix()
+    if rel_parent != ".":
+        meta["folder"] = rel_parent
+    sidecar = path.with_name(path.name + ".json")
+    if sidecar.exists():
+        meta.update(json.loads(sidecar.read_text()))
+    meta.update(extra)
+    return meta
+
+
+def ensure_collection(gw: Gateway, namespace: str, collection: str, extractors: list[str], index: str) -> None:
+    gw.ensure(gw.namespaces.CreateNamespace, namespace_service_pb2.CreateNamespaceRequest(namespace_id=namespace))
+    gw.ensure(
+        gw.collections.CreateCollection,
+        collection_service_pb2.CreateCollectionRequest(
+            parent=f"namespaces/{namespace}", collection_id=collection, feature_extractors=extractors,
+            index=types_pb2.IndexSpec(type=INDEX_TYPES[index]),
+        ),
+    )
+
+
+INDEX_TYPES = {"hnsw": types_pb2.INDEX_TYPE_HNSW, "ivf-pq": types_pb2.INDEX_TYPE_IVF_PQ, "flat": types_pb2.INDEX_TYPE_FLAT}
+
+
+def index_folder(
+    gw: Gateway, folder: Path, namespace: str, collection: str, bucket: str | None = None,
+    extra: dict[str, Any] | None = None, wait: bool = True, show: Console | None = console,
+) -> types_pb2.Job | bucket_service_pb2.UploadObjectsResponse:
+    """Uploads every image under folder into a bucket feeding the collection; with wait, follows the
+    job until every image is indexed or failed. Returns the final job."""
+    bucket = bucket or collection
+    gw.ensure(
+        gw.buckets.CreateBucket,
+        bucket_service_pb2.CreateBucketRequest(
+            parent=f"namespaces/{namespace}", bucket_id=bucket,
+            bucket=bucket_service_pb2.Bucket(collection=f"namespaces/{namespace}/collections/{collection}", auto_process=True),
+        ),
+    )
+    files = find_images(folder)
+    if not files:
+        raise typer.BadParameter(f"no images under {folder}")
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=show, disable=show is None)
+    with progress:
+        upload_task = progress.add_task("uploading", total=len(files))
+
+        def requests() -> Iterator[bucket_service_pb2.UploadObjectsRequest]:
+            for i, path in enumerate(files):
+                yield bucket_service_pb2.UploadObjectsRequest(
+                    parent=f"namespaces/{namespace}/buckets/{bucket}" if i == 0 else "",
+                    filename=path.relative_to(folder).as_posix(),
+                    content=path.read_bytes(),
+                    metadata=metadata_struct(image_metadata(path, folder, extra or {})),
+                )
+                progress.advance(upload_task)
+
+        response = gw.buckets.UploadObjects(requests(), timeout=3600)
+        for result in response.results:
+            if result.error and show is not None:
+                show.print(f"[yellow]rejected[/yellow] {result.filename}: {result.error}")
+        if not wait:
+            return response
+        index_task = progress.add_task("indexing", total=response.accepted_count)
+        while True:
+            job = gw.buckets.GetJob(bucket_service_pb2.GetJobRequest(name=response.job), timeout=gw.timeout).job
+            progress.update(index_task, total=max(job.queued, 1) if job.queued else response.accepted_count, completed=job.indexed + job.failed)
+            if job.done:
+                break
+            time.sleep(0.3)
+    if show is not None:
+        for failure in job.failures:
+            show.print(f"[red]failed[/red] {failure.filename}: {failure.reason}")
+        show.print(f"indexed {job.indexed}, failed {job.failed}, rejected {response.rejected_count} (job {job.name})")
+    return job
+
+
+@app.command("index")
+def index_cmd(
+    folder: Path,
+    collection: Annotated[str, typer.Option("--collection", "-c")] = "images",
+    namespace: NamespaceOpt = "default",
+    bucket: Annotated[Optional[str], typer.Option(help="defaults to the collection's name")] = None,
+    meta: Annotated[list[str], typer.Option("--meta", help="key=value added to every image")] = [],
+    extractor: Annotated[list[str], typer.Option("--extractor", "-e")] = [],
+    index: Annotated[str, typer.Option(help="hnsw | ivf-pq | flat (new collections)")] = "hnsw",
+    gateway: GatewayOpt = "127.0.0.1:50051",
+) -> None:
+    """Index a folder of images (created: namespace, collection, bucket with auto_process)."""
+    gw = Gateway(gateway)
+    try:
+        ensure_collection(gw, namespace, collection, extractor or ["effnet-lite0", "phash"], index)
+        index_folder(gw, folder, namespace, collection, bucket, parse_key_values(meta))
+    except grpc.RpcError as exc:
+        _fail(exc)
+
+
+def default_retriever(gw: Gateway, namespace: str, collection: str, limit: int, rerank: bool) -> str:
+    retriever_id = f"{collection}-search" + ("-rerank" if rerank else "")
+    stages = [retriever_service_pb2.Stage(feature_search=retriever_service_pb2.FeatureSearchStage(
+        collection=f"namespaces/{namespace}/collections/{collection}", limit=max(limit, 50 if rerank else limit)))]
+    if rerank:
+        stages.append(retriever_service_pb2.Stage(rerank=retriever_service_pb2.RerankStage(limit=limit)))
+    gw.ensure(
+        gw.retrievers.CreateRetriever,
+        retriever_service_pb2.CreateRetrieverRequest(
+            parent=f"namespaces/{namespace}", retriever_id=retriever_id, retriever=retriever_service_pb2.Retriever(stages=stages)
+        ),
+    )
+    return f"namespaces/{namespace}/retrievers/{retriever_id}"
+
+
+def results_table(response: retriever_service_pb2.ExecuteRetrieverResponse, title: str = "") -> Table:
+    table = Table(title=title)
+    for column in ("#", "score", "filename", "box", "metadata", "preview"):
+        table.add_column(column, overflow="fold" if column == "preview" else None)
+    for rank, doc in enumerate(response.documents, start=1):
+        box = f"{doc.box.x_min:.2f},{doc.box.y_min:.2f}-{doc.box.x_max:.2f},{doc.box.y_max:.2f}" if doc.HasField("box") else ""
+        meta = json.dumps(dict(doc.metadata.items()), default=str) if doc.metadata.fields else ""
+        table.add_row(str(rank), f"{doc.score:.3f}", doc.filename, box, meta, doc.preview_url[:60] + "…")
+    return table
+
+
+@app.command("search")
+def search_cmd(
+    query: Annotated[Optional[str], typer.Argument(help="image file or http(s) URL")] = None,
+    text: Annotated[Optional[str], typer.Option(help="text query")] = None,
+    collection: Annotated[str, typer.Option("--collection", "-c")] = "images",
+    retriever: Annotated[Optional[str], typer.Option(help="retriever id (default: feature_search on the collection)")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-k")] = 10,
+    rerank: Annotated[bool, typer.Option(help="verify geometry and box the matching region")] = False,
+    filter_text: Annotated[Optional[str], typer.Option("--filter", "-f", help='e.g. "category == shoes"')] = None,
+    namespace: NamespaceOpt = "default",
+    gateway: GatewayOpt = "127.0.0.1:50051",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Search with an image (file or URL) and/or text; prints the ranked matches."""
+    gw = Gateway(gateway)
+    request = retriever_service_pb2.ExecuteRetrieverRequest(limit=limit)
+    if query and query.startswith(("http://", "https://")):
+        request.query.image_url = query
+    elif query:
+        request.query.image = Path(query).read_bytes()
+    if text:
+        request.query.text = text
+    if filter_text:
+        request.filter.CopyFrom(parse_filter_text(filter_text))
+    try:
+        request.name = (
+            f"namespaces/{namespace}/retrievers/{retriever}" if retriever else default_retriever(gw, namespace, collection, limit, rerank)
+        )
+        response = gw.retrievers.ExecuteRetriever(request, timeout=gw.timeout)
+    except grpc.RpcError as exc:
+        _fail(exc)
+    if as_json:
+        from google.protobuf import json_format
+
+        console.print_json(json_format.MessageToJson(response))
+        return
+    console.print(results_table(response, title=f"matches for {query or text}"))
+    timings = ", ".join(f"{t.stage} {t.milliseconds:.0f} ms" for t in response.stage_timings)
+    console.print(f"[dim]{timings}[/dim]")
+
+
+@namespaces_app.command("create")
+def namespaces_create(namespace_id: str, gateway: GatewayOpt = "127.0.0.1:50051") -> None:
+    try:
+        ns = Gateway(gateway).namespaces.CreateNamespace(namespace_service_pb2.CreateNamespaceRequest(namespace_id=namespace_id), timeout=30)
+        console.print(f"created {ns.namespace.name}")
+    except grpc.RpcError as exc:
+        _fail(exc)
+
+
+@namespaces_app.command("list")
+def namespaces_list(gateway: GatewayOpt = "127.0.0.1:50051") -> None:
+    try:
+        for ns in Gateway(gateway).namespaces.ListNamespaces(namespace_service_pb2.ListNamespacesRequest(), timeout=30).namespaces:
+            console.print(ns.name)
+    except grpc.RpcError as exc:
+        _fail(exc)
+
+
+@collections_app.command("create")
+def collections_create(
+    collection_id: str,
+    namespace: NamespaceOpt = "default",
+    extractor: Annotated[list[str], typer.Option("--extractor", "-e")] = [],
+    index: Annotated[str, typer.Option(help="hnsw | ivf-pq | flat")] = "hnsw",
+    gateway: GatewayOpt = "127.0.0.1:50051",
+) -> None:
+    if index not in INDEX_TYPES:
+        raise typer.BadParameter(f"index must be one of {', '.join(INDEX_TYPES)}")
+    try:
+        response = Gateway(gateway).collections.CreateCollection(
+            collection_service_pb2.CreateCollectionRequest(
+                parent=f"namespaces/{namespace}", collection_id=collection_id, feature_extractors=extractor,
+                index=types_pb2.IndexSpec(type=INDEX_TYPES[index]),
+            ),
+            timeout=60,
+        )
+        extractors = ", ".join(f"{e.name} ({e.dimension}-d)" for e in response.collection.feature_extractors)
+        console.print(f"created {response.collection.name}: {extractors}")
+    except grpc.RpcError as exc:
+        _fail(exc)
+
+
+@collections_app.command("list")
+def collections_list(namespace: NamespaceOpt = "default", gateway: GatewayOpt = "127.0.0.1:50051") -> None:
+    gw = Gateway(gateway)
+    try:
+        table = Table("collection", "extractors", "index", "images")
+        for c in gw.collections.ListCollections(collection_service_pb2.ListCollectionsRequest(parent=f"namespaces/{namespace}"), timeout=30).collections:
+            count = gw.collections.GetCollection(collection_service_pb2.GetCollectionRequest(name=c.name), timeout=30).collection.image_count
+            table.add_row(c.name, ", ".join(e.name for e in c.feature_extractors), types_pb2.IndexType.Name(c.index.type), str(count))
+        console.print(table)
+    except grpc.RpcError as exc:
+        _fail(exc)
+
+
+@retrievers_app.command("create")
+def retrievers_create(
+    retriever_id: str,
+    collection: Annotated[str, typer.Option("--collection", "-c")] = "images",
+    limit: Annotated[int, typer.Option(help="feature_search limit")] = 50,
+    rerank: Annotated[int, typer.Option(help="add a rerank stage with this limit (0: none)")] = 0,
+    namespace: NamespaceOpt = "default",
+    gateway: GatewayOpt = "127.0.0.1:50051",
+) -> None:
+    stages = [retriever_service_pb2.Stage(feature_search=retriever_service_pb2.FeatureSearchStage(
+        collection=f"namespaces/{namespace}/collections/{collection}", limit=limit))]
+    if rerank:
+        stages.append(retriever_service_pb2.Stage(rerank=retriever_service_pb2.RerankStage(limit=rerank)))
+    try:
+        response = Gateway(gateway).retrievers.CreateRetriever(
+            retriever_service_pb2.CreateRetrieverRequest(
+                parent=f"namespaces/{namespace}", retriever_id=retriever_id, retriever=retriever_service_pb2.Retriever(stages=stages)
+            ),
+            timeout=30,
+        )
+        console.print(f"created {response.retriever.name} ({len(stages)} stages)")
+    except grpc.RpcError as exc:
+        _fail(exc)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    app()

@@ -1,0 +1,280 @@
+"""Compiles a structured `lookalike.v1.Filter` into a Milvus boolean expression.
+
+User metadata lives in the JSON field `metadata`; field names are checked against a strict pattern
+and values are emitted only as JSON literals (strings through json.dumps, numbers checked finite),
+so no user text can become expression syntax.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+from lookalike.errors import InvalidArgument
+from lookalike.v1 import types_pb2
+
+FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+MAX_DEPTH = 16
+MAX_VALUES = 1024
+MAX_STRING = 1024
+
+Op = types_pb2.FieldCondition.Operator
+_COMPARISONS = {
+    Op.OPERATOR_EQ: "==",
+    Op.OPERATOR_NE: "!=",
+    Op.OPERATOR_LT: "<",
+    Op.OPERATOR_LE: "<=",
+    Op.OPERATOR_GT: ">",
+    Op.OPERATOR_GE: ">=",
+}
+_ORDERED = {Op.OPERATOR_LT, Op.OPERATOR_LE, Op.OPERATOR_GT, Op.OPERATOR_GE}
+
+
+def literal(value: types_pb2.ScalarValue) -> str:
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        if len(value.string_value) > MAX_STRING:
+            raise InvalidArgument(f"filter value longer than {MAX_STRING} characters")
+        return json.dumps(value.string_value, ensure_ascii=True)
+    if kind == "int_value":
+        return str(int(value.int_value))
+    if kind == "double_value":
+        if not math.isfinite(value.double_value):
+            raise InvalidArgument("filter value must be a finite number")
+        return repr(float(value.double_value))
+    if kind == "bool_value":
+        return "true" if value.bool_value else "false"
+    raise InvalidArgument("filter value is empty")
+
+
+def field_ref(name: str, json_field: str = "metadata") -> str:
+    if not FIELD_NAME.fullmatch(name or ""):
+        raise InvalidArgument(
+            f"invalid filter field {name!r}: use letters, digits and underscores, not starting with a digit"
+        )
+    return f'{json_field}["{name}"]'
+
+
+def _condition(cond: types_pb2.FieldCondition) -> str:
+    ref = field_ref(cond.field)
+    op = cond.operator
+    if op in _COMPARISONS:
+        if not cond.HasField("value"):
+            raise InvalidArgument(f"filter on {cond.field!r}: operator needs a value")
+        if op in _ORDERED and cond.value.WhichOneof("kind") in ("string_value", "bool_value"):
+            if cond.value.WhichOneof("kind") == "bool_value":
+                raise InvalidArgument(f"filter on {cond.field!r}: cannot order booleans")
+        return f"{ref} {_COMPARISONS[op]} {literal(cond.value)}"
+    if op in (Op.OPERATOR_IN, Op.OPERATOR_NOT_IN):
+        if not cond.values:
+            raise InvalidArgument(f"filter on {cond.field!r}: IN needs at least one value")
+        if len(cond.values) > MAX_VALUES:
+            raise InvalidArgument(f"filter on {cond.field!r}: more than {MAX_VALUES} values")
+        items = ", ".join(literal(v) for v in cond.values)
+        keyword = "in" if op == Op.OPERATOR_IN else "not in"
+        return f"{ref} {keyword} [{items}]"
+    if op == Op.OPERATOR_CONTAINS:
+        if not cond.HasField("value"):
+            raise InvalidArgument(f"filter on {cond.field!r}: CONTAINS needs a value")
+        return f"json_contains({ref}, {literal(cond.value)})"
+    raise InvalidArgument(f"filter on {cond.field!r}: operator is missing or unknown")
+
+
+def compile_filter(flt: types_pb2.Filter | None, depth: int = 0) -> str:
+    """Milvus expression for flt; "" when flt is empty (matches everything)."""
+    if flt is None:
+        return ""
+    if depth > MAX_DEPTH:
+        raise InvalidArgument(f"filter nested deeper than {MAX_DEPTH} levels")
+    kind = flt.WhichOneof("kind")
+    if kind is None:
+        return ""
+    if kind == "condition":
+        return _condition(flt.condition)
+    if kind == "negation":
+        inner = compile_filter(flt.negation, depth + 1)
+        if not inner:
+            raise InvalidArgument("NOT of an empty filter")
+        return f"not ({inner})"
+    group = flt.all_of if kind == "all_of" else flt.any_of
+    parts = [compile_filter(f, depth + 1) for f in group.filters]
+    parts = [p for p in parts if p]
+    if not parts:
+        raise InvalidArgument(f"{kind} filter group is empty")
+    joiner = " and " if kind == "all_of" else " or "
+    return "(" + joiner.join(f"({p})" for p in parts) + ")"
+
+
+# ---- a small text syntax for humans (CLI): `category == shoes and price < 50` ----------------
+
+_TOKEN = re.compile(
+    r"""\s*(?:(?P<str>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')|(?P<op>==|!=|<=|>=|<|>)|(?P<paren>[()\[\],])|(?P<word>[^\s()\[\],=!<>"']+))"""
+)
+
+_TEXT_OPS = {"==": Op.OPERATOR_EQ, "!=": Op.OPERATOR_NE, "<": Op.OPERATOR_LT, "<=": Op.OPERATOR_LE, ">": Op.OPERATOR_GT, ">=": Op.OPERATOR_GE}
+
+
+def _scalar(token: str, quoted: bool) -> types_pb2.ScalarValue:
+    if quoted:
+        return types_pb2.ScalarValue(string_value=json.loads(token) if token.startswith('"') else token[1:-1])
+    lowered = token.lower()
+    if lowered in ("true", "false"):
+        return types_pb2.ScalarValue(bool_value=lowered == "true")
+    try:
+        return types_pb2.ScalarValue(int_value=int(token))
+    except ValueError:
+        pass
+    try:
+        number = float(token)
+        if math.isfinite(number):
+            return types_pb2.ScalarValue(double_value=number)
+    except ValueError:
+        pass
+    return types_pb2.ScalarValue(string_value=token)
+
+
+def parse_filter_text(text: str) -> types_pb2.Filter:
+    """Parses `a == b`, `a in [x, y]`, `tags contains red`, with and/or/not and parentheses."""
+    tokens: list[tuple[str, str]] = []
+    pos = 0
+    text = text.strip()
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if not m or m.end() == pos:
+            raise InvalidArgument(f"cannot parse filter near {text[pos:pos + 20]!r}")
+        pos = m.end()
+        kind = m.lastgroup or ""
+        tokens.append((kind, m.group(kind)))
+    index = 0
+
+    def peek() -> tuple[str, str]:
+        return tokens[index] if index < len(tokens) else ("end", "")
+
+    def take() -> tuple[str, str]:
+        nonlocal index
+        tok = peek()
+        index += 1
+        return tok
+
+    def expr_or() -> types_pb2.Filter:
+        items = [expr_and()]
+        while peek()[0] == "word" and peek()[1].lower() == "or":
+            take()
+            items.append(expr_and())
+        return items[0] if len(items) == 1 else types_pb2.Filter(any_of=types_pb2.FilterGroup(filters=items))
+
+    def expr_and() -> types_pb2.Filter:
+        items = [expr_not()]
+        while peek()[0] == "word" and peek()[1].lower() == "and":
+            take()
+            items.append(expr_not())
+        return items[0] if len(items) == 1 else types_pb2.Filter(all_of=types_pb2.FilterGroup(filters=items))
+
+    def expr_not() -> types_pb2.Filter:
+        if peek()[0] == "word" and peek()[1].lower() == "not":
+            take()
+            return types_pb2.Filter(negation=expr_not())
+        if peek() == ("paren", "("):
+            take()
+            inner = expr_or()
+            if take() != ("paren", ")"):
+                raise InvalidArgument("filter: missing ')'")
+            return inner
+        return condition()
+
+    def value() -> types_pb2.ScalarValue:
+        kind, tok = take()
+        if kind not in ("word", "str"):
+            raise InvalidArgument(f"filter: expected a value, got {tok!r}")
+        return _scalar(tok, kind == "str")
+
+    def condition() -> types_pb2.Filter:
+        kind, field = take()
+        if kind != "word":
+            raise InvalidArgument(f"filter: expected a field name, got {field!r}")
+        field_ref(field)
+        kind, op = take()
+        cond = types_pb2.FieldCondition(field=field)
+        if kind == "op":
+            cond.operator = _TEXT_OPS[op]
+            cond.value.CopyFrom(value())
+        elif kind == "word" and op.lower() in ("in", "contains", "not"):
+            lowered = op.lower()
+            if lowered == "not":
+                if take()[1].lower() != "in":
+                    raise InvalidArgument("filter: expected 'not in'")
+                lowered = "not in"
+            if lowered == "contains":
+                cond.operator = Op.OPERATOR_CONTAINS
+                cond.value.CopyFrom(value())
+            else:
+                cond.operator = Op.OPERATOR_IN if lowered == "in" else Op.OPERATOR_NOT_IN
+                if take() != ("paren", "["):
+                    raise InvalidArgument("filter: expected '[' after in")
+                while True:
+                    cond.values.append(value())
+                    sep = take()
+                    if sep == ("paren", "]"):
+                        break
+                    if sep != ("paren", ","):
+                        raise InvalidArgument("filter: expected ',' or ']' in list")
+        else:
+            raise InvalidArgument(f"filter: expected an operator after {field!r}, got {op!r}")
+        return types_pb2.Filter(condition=cond)
+
+    if not tokens:
+        return types_pb2.Filter()
+    result = expr_or()
+    if index != len(tokens):
+        raise InvalidArgument(f"filter: unexpected {peek()[1]!r}")
+    return result
+
+
+# ---- evaluation in Python (the retriever's filter stage, over candidates already fetched) -------
+
+def _py(value: types_pb2.ScalarValue) -> object:
+    return getattr(value, value.WhichOneof("kind") or "string_value")
+
+
+def matches(flt: types_pb2.Filter, metadata: dict, depth: int = 0) -> bool:
+    """Same semantics as the compiled expression; a missing field never matches a comparison."""
+    if depth > MAX_DEPTH:
+        raise InvalidArgument(f"filter nested deeper than {MAX_DEPTH} levels")
+    kind = flt.WhichOneof("kind")
+    if kind is None:
+        return True
+    if kind == "negation":
+        return not matches(flt.negation, metadata, depth + 1)
+    if kind == "all_of":
+        return all(matches(f, metadata, depth + 1) for f in flt.all_of.filters)
+    if kind == "any_of":
+        return any(matches(f, metadata, depth + 1) for f in flt.any_of.filters)
+    cond = flt.condition
+    field_ref(cond.field)
+    if cond.field not in metadata:
+        return cond.operator in (Op.OPERATOR_NE, Op.OPERATOR_NOT_IN)
+    actual = metadata[cond.field]
+    op = cond.operator
+    try:
+        if op == Op.OPERATOR_EQ:
+            return actual == _py(cond.value)
+        if op == Op.OPERATOR_NE:
+            return actual != _py(cond.value)
+        if op == Op.OPERATOR_LT:
+            return actual < _py(cond.value)
+        if op == Op.OPERATOR_LE:
+            return actual <= _py(cond.value)
+        if op == Op.OPERATOR_GT:
+            return actual > _py(cond.value)
+        if op == Op.OPERATOR_GE:
+            return actual >= _py(cond.value)
+        if op == Op.OPERATOR_IN:
+            return actual in [_py(v) for v in cond.values]
+        if op == Op.OPERATOR_NOT_IN:
+            return actual not in [_py(v) for v in cond.values]
+        if op == Op.OPERATOR_CONTAINS:
+            return isinstance(actual, list) and _py(cond.value) in actual
+    except TypeError:  # e.g. "a" < 3: incomparable types never match
+        return False
+    raise InvalidArgument(f"filter on {cond.field!r}: operator is missing or unknown")

@@ -1,0 +1,162 @@
+"""Extractor base class, its spec and the model settings.
+
+An *extractor* turns decoded images into one vector each. Each extractor is one class that loads
+its model lazily (first :meth:`Extractor.encode`, or :meth:`Extractor.load`) under a lock, so
+concurrent first requests load it once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, ClassVar, Literal
+
+import numpy as np
+from PIL import Image
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_MODEL_REPOSITORY",
+    "Extractor",
+    "ExtractorSpec",
+    "Metric",
+    "ModelSettings",
+    "UnknownExtractorError",
+    "VectorType",
+]
+
+Metric = Literal["COSINE", "IP", "L2", "HAMMING"]
+VectorType = Literal["float", "binary"]
+
+# libs/lookalike/models/base.py -> the repository root's models/ (Triton model-repository layout).
+DEFAULT_MODEL_REPOSITORY = Path(__file__).resolve().parents[3] / "models"
+
+
+class ModelSettings(BaseSettings):
+    """Where models live and how they run. Environment: ``LOOKALIKE_<FIELD>`` (upper case)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LOOKALIKE_", extra="ignore", frozen=True, protected_namespaces=()
+    )
+
+    # Triton-layout repository: <repository>/<model>/<version>/model.onnx. LOOKALIKE_MODEL_REPOSITORY.
+    model_repository: Path = DEFAULT_MODEL_REPOSITORY
+    # ONNX Runtime execution providers in order of preference (comma-separated in the environment);
+    # empty = CUDA if it really loads, else CPU.
+    providers: Annotated[tuple[str, ...], NoDecode] = ()
+    intra_op_threads: int = Field(default=0, ge=0)  # 0 = runtime default (all cores)
+    inter_op_threads: int = Field(default=0, ge=0)
+    batch_size: int = Field(default=32, ge=1, le=1024)  # images per session.run
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _split_providers(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(p.strip() for p in value.split(",") if p.strip())
+        return value
+
+
+@dataclass(frozen=True)
+class ExtractorSpec:
+    """What a collection needs to know to store an extractor's vectors.
+
+    ``dim`` is the vector dimension as the vector store counts it: floats for ``"float"`` vectors,
+    bits for ``"binary"`` ones (Milvus ``BINARY_VECTOR``), which travel packed 8 bits per byte.
+    """
+
+    name: str
+    dim: int
+    metric: Metric
+    vector_type: VectorType
+    description: str = ""
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.float32) if self.vector_type == "float" else np.dtype(np.uint8)
+
+    @property
+    def width(self) -> int:
+        """Columns of the array :meth:`Extractor.encode` returns."""
+        return self.dim if self.vector_type == "float" else self.dim // 8
+
+
+class UnknownExtractorError(KeyError):
+    """No extractor by that name."""
+
+    def __init__(self, name: str, known: Sequence[str]) -> None:
+        super().__init__(name)
+        self.name = name
+        self.known = tuple(known)
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return f"unknown feature extractor {self.name!r}; available: {', '.join(self.known)}"
+
+
+class Extractor(ABC):
+    """One feature extractor. Subclasses set :attr:`spec` and implement :meth:`_encode`
+    (and :meth:`_load` when they have a model to load)."""
+
+    spec: ClassVar[ExtractorSpec]
+
+    def __init__(self, settings: ModelSettings | None = None) -> None:
+        self.settings = settings if settings is not None else ModelSettings()
+        self._lock = threading.Lock()
+        self._loaded = False
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
+
+    def load(self) -> None:
+        """Load the model if it is not loaded yet (thread-safe; concurrent callers load once)."""
+        if self._loaded:
+            return
+        with self._lock:
+            if self._loaded:
+                return
+            log.info("loading extractor %s", self.spec.name)
+            self._load()
+            self._loaded = True
+
+    def unload(self) -> None:
+        with self._lock:
+            if self._loaded:
+                self._unload()
+                self._loaded = False
+
+    def encode(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """One row per image: float32 [N, dim] L2-normalised, or uint8 [N, dim/8] packed bits."""
+        images = list(images)
+        if not images:
+            return np.empty((0, self.spec.width), dtype=self.spec.dtype)
+        self.load()
+        out = self._encode(images)
+        if out.shape != (len(images), self.spec.width) or out.dtype != self.spec.dtype:
+            raise RuntimeError(
+                f"{self.spec.name} returned {out.dtype}{list(out.shape)}, "
+                f"expected {self.spec.dtype}[{len(images)}, {self.spec.width}]"
+            )
+        return out
+
+    def _load(self) -> None:
+        """Load the model; called once, under the lock."""
+
+    def _unload(self) -> None:
+        """Drop the model; called under the lock."""
+
+    @abstractmethod
+    def _encode(self, images: list[Image.Image]) -> np.ndarray: ...
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.spec.name!r}, loaded={self._loaded})"

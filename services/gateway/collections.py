@@ -1,0 +1,91 @@
+"""CollectionService (protos/lookalike/v1/collection_service.proto)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lookalike import names
+from lookalike.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from lookalike.server import rpc
+from lookalike.v1 import bucket_service_pb2, encoder_service_pb2, namespace_service_pb2, search_service_pb2, types_pb2
+from lookalike.v1 import collection_service_pb2 as pb
+from lookalike.v1 import collection_service_pb2_grpc as grpc_pb
+from services.gateway.context import GatewayContext
+from services.gateway.namespaces import now
+
+DEFAULT_EXTRACTORS = ["effnet-lite0", "phash"]
+
+
+class CollectionServicer(grpc_pb.CollectionServiceServicer):
+    def __init__(self, ctx: GatewayContext) -> None:
+        self.ctx = ctx
+
+    async def _extractors(self) -> dict[str, types_pb2.ExtractorInfo]:
+        response = await self.ctx.clients.encoder.ListExtractors(encoder_service_pb2.ListExtractorsRequest())
+        return {e.name: e for e in response.extractors}
+
+    @rpc
+    async def CreateCollection(self, request: pb.CreateCollectionRequest, context: Any) -> pb.CreateCollectionResponse:
+        parent = names.parse(request.parent)
+        coll_id = names.validate_id("collection", request.collection_id)
+        await self.ctx.resources.get(request.parent, namespace_service_pb2.Namespace)
+        name = f"{parent}/collections/{coll_id}"
+        if await self.ctx.resources.exists(name):
+            raise AlreadyExists(f"{name} already exists")
+        available = await self._extractors()
+        wanted = list(dict.fromkeys(request.feature_extractors or DEFAULT_EXTRACTORS))
+        unknown = [e for e in wanted if e not in available]
+        if unknown:
+            raise InvalidArgument(f"unknown feature extractor(s) {', '.join(unknown)}; available: {', '.join(sorted(available))}")
+        index = request.index if request.HasField("index") else types_pb2.IndexSpec()
+        if not index.type:
+            index.type = types_pb2.INDEX_TYPE_HNSW
+        for extractor in wanted:
+            await self.ctx.clients.search.EnsureIndex(
+                search_service_pb2.EnsureIndexRequest(collection=name, extractor=available[extractor], index=index)
+            )
+        collection = pb.Collection(
+            name=name,
+            display_name=request.display_name or coll_id,
+            feature_extractors=[available[e] for e in wanted],
+            index=index,
+            create_time=now(),
+        )
+        await self.ctx.resources.create(collection)
+        return pb.CreateCollectionResponse(collection=collection)
+
+    async def _with_count(self, collection: pb.Collection) -> pb.Collection:
+        first = collection.feature_extractors[0].name
+        response = await self.ctx.clients.search.CountVectors(
+            search_service_pb2.CountVectorsRequest(collection=collection.name, extractor=first)
+        )
+        collection.image_count = response.count
+        return collection
+
+    @rpc
+    async def GetCollection(self, request: pb.GetCollectionRequest, context: Any) -> pb.GetCollectionResponse:
+        names.parse(request.name, "collections")
+        collection = await self.ctx.resources.get(request.name, pb.Collection)
+        return pb.GetCollectionResponse(collection=await self._with_count(collection))
+
+    @rpc
+    async def ListCollections(self, request: pb.ListCollectionsRequest, context: Any) -> pb.ListCollectionsResponse:
+        names.parse(request.parent)
+        return pb.ListCollectionsResponse(collections=await self.ctx.resources.list(request.parent, "collections", pb.Collection))
+
+    @rpc
+    async def DeleteCollection(self, request: pb.DeleteCollectionRequest, context: Any) -> pb.DeleteCollectionResponse:
+        name = names.parse(request.name, "collections")
+        collection = await self.ctx.resources.get(request.name, pb.Collection)
+        buckets = await self.ctx.resources.list(name.parent, "buckets", bucket_service_pb2.Bucket)
+        if users := [b.name for b in buckets if b.collection == request.name]:
+            raise FailedPrecondition(f"{request.name} is fed by {', '.join(users)}; delete those buckets first")
+        await self.ctx.clients.search.DropIndex(
+            search_service_pb2.DropIndexRequest(collection=request.name, extractors=[e.name for e in collection.feature_extractors])
+        )
+        await self.ctx.resources.delete(request.name)
+        return pb.DeleteCollectionResponse()
+
+    @rpc
+    async def ListFeatureExtractors(self, request: pb.ListFeatureExtractorsRequest, context: Any) -> pb.ListFeatureExtractorsResponse:
+        return pb.ListFeatureExtractorsResponse(feature_extractors=list((await self._extractors()).values()))

@@ -1,0 +1,4 @@
+from lookalike.server import run_service
+from services.rerank.server import build
+
+run_service("rerank", build)

@@ -1,0 +1,4 @@
+from lookalike.server import run_service
+from services.search.server import build
+
+run_service("search", build)
