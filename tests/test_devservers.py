@@ -201,14 +201,10 @@ def test_stop_leaves_no_process_of_the_group(tmp_path: Path) -> None:
 @pytest.mark.integration
 def test_stop_kills_children_that_ignore_sigterm(tmp_path: Path) -> None:
     ready = tmp_path / "ready"
-    script = (
-        "import signal, subprocess, sys, time\n"
-        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-        "child = ('import signal, time, pathlib; signal.signal(signal.SIGTERM, signal.SIG_IGN); '\n"
-        f"         'pathlib.Path({str(ready)!r}).touch(); time.sleep(300)')\n"
-        "subprocess.Popen([sys.executable, '-c', child])\n"
-        "time.sleep(300)\n"
-    )
+    child = ("import pathlib, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+             f"pathlib.Path({str(ready)!r}).touch(); time.sleep(300)")
+    script = ("import signal, subprocess, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+              f"subprocess.Popen([sys.executable, '-c', {child!r}]); time.sleep(300)")
 
     def health() -> None:
         assert ready.exists()

@@ -17,7 +17,7 @@ import numpy as np
 from lookalike.config import Settings
 from lookalike.errors import FailedPrecondition, InvalidArgument
 from lookalike.imaging import ImageError, decode_image
-from lookalike.models import EXTRACTORS, UnknownExtractorError, get_extractor
+from lookalike.models import EXTRACTORS, Extractor, ModelSettings, UnknownExtractorError, get_extractor
 from lookalike.server import ServiceSpec, rpc
 from lookalike.v1 import encoder_service_pb2 as pb
 from lookalike.v1 import encoder_service_pb2_grpc as grpc_pb
@@ -52,20 +52,23 @@ class EncoderServicer(grpc_pb.EncoderServiceServicer):
         self.settings = settings
         workers = settings.encoder_threads or os.cpu_count() or 2
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="encode")
+        self.model_settings = ModelSettings()
+        self.extractors: dict[str, Extractor] = {}
 
-    def _extractor(self, name: str) -> Any:
-        try:
-            return get_extractor(name, self.settings)
-        except UnknownExtractorError:
-            raise InvalidArgument(f"unknown feature extractor {name!r}; available: {', '.join(sorted(EXTRACTORS))}") from None
+    def _extractor(self, name: str) -> Extractor:
+        """The one instance per extractor (each loads its model once, lazily)."""
+        if name not in self.extractors:
+            try:
+                self.extractors[name] = get_extractor(name, self.model_settings)
+            except UnknownExtractorError as exc:
+                raise InvalidArgument(str(exc)) from None
+        return self.extractors[name]
 
     async def warm_up(self) -> None:
         """Loads every model before serving, so the first request does not pay for it."""
         loop = asyncio.get_running_loop()
         for name in EXTRACTORS:
-            extractor = self._extractor(name)
-            if hasattr(extractor, "load"):
-                await loop.run_in_executor(self.pool, extractor.load)
+            await loop.run_in_executor(self.pool, self._extractor(name).load)
 
     @rpc
     async def ListExtractors(self, request: pb.ListExtractorsRequest, context: Any) -> pb.ListExtractorsResponse:

@@ -11,6 +11,7 @@ collection needs to create its vector fields. Serving needs onnxruntime only; Py
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from types import MappingProxyType
 
@@ -40,12 +41,28 @@ _CLASSES: dict[str, type[Extractor]] = {cls.spec.name: cls for cls in (EffnetLit
 
 EXTRACTORS: Mapping[str, ExtractorSpec] = MappingProxyType({n: c.spec for n, c in _CLASSES.items()})
 
+_shared: dict[tuple[str, ModelSettings], Extractor] = {}
+_shared_lock = threading.Lock()
 
-def get_extractor(name: str, settings: ModelSettings | None = None) -> Extractor:
-    """A new (not yet loaded) extractor by name; keep it and reuse it - loading happens once per
-    instance, on first use. Raises :class:`UnknownExtractorError` for an unknown name."""
+
+def get_extractor(name: str, settings: object | None = None, *, shared: bool = True) -> Extractor:
+    """The extractor called ``name`` - not loaded until first used (or ``.load()``).
+
+    ``settings``: a :class:`ModelSettings`, any settings object with fields of the same names (e.g.
+    ``lookalike.config.Settings``), or None (environment). With ``shared`` (the default) every call
+    with equal settings returns the same instance, so a model is loaded once per process however often
+    it is looked up; ``shared=False`` gives a new instance. Raises :class:`UnknownExtractorError`.
+    """
     try:
         cls = _CLASSES[name]
     except KeyError:
         raise UnknownExtractorError(name, sorted(_CLASSES)) from None
-    return cls(settings)
+    model_settings = ModelSettings.coerce(settings)
+    if not shared:
+        return cls(model_settings)
+    key = (name, model_settings)
+    with _shared_lock:
+        extractor = _shared.get(key)
+        if extractor is None:
+            extractor = _shared[key] = cls(model_settings)
+        return extractor

@@ -60,7 +60,20 @@ class ModelSettings(BaseSettings):
     def _split_providers(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(p.strip() for p in value.split(",") if p.strip())
+        if isinstance(value, list):
+            return tuple(value)
         return value
+
+    @classmethod
+    def coerce(cls, settings: object | None) -> ModelSettings:
+        """``settings`` as ModelSettings: None reads the environment; another settings object (e.g. the
+        process-wide ``lookalike.config.Settings``) lends the fields it has by the same names."""
+        if settings is None:
+            return cls()
+        if isinstance(settings, cls):
+            return settings
+        shared = {name: getattr(settings, name) for name in cls.model_fields if hasattr(settings, name)}
+        return cls(**shared)
 
 
 @dataclass(frozen=True)
@@ -76,6 +89,7 @@ class ExtractorSpec:
     metric: Metric
     vector_type: VectorType
     description: str = ""
+    supports_text: bool = False  # has encode_text(texts) into the same space
 
     @property
     def dtype(self) -> np.dtype:
@@ -105,8 +119,8 @@ class Extractor(ABC):
 
     spec: ClassVar[ExtractorSpec]
 
-    def __init__(self, settings: ModelSettings | None = None) -> None:
-        self.settings = settings if settings is not None else ModelSettings()
+    def __init__(self, settings: ModelSettings | object | None = None) -> None:
+        self.settings = ModelSettings.coerce(settings)
         self._lock = threading.Lock()
         self._loaded = False
 

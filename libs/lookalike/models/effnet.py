@@ -95,7 +95,8 @@ def preprocess(
     batch = np.empty((len(images), size, size, 3), dtype=np.uint8)
     for i, image in enumerate(images):
         rgb = image if image.mode == "RGB" else to_rgb(image)
-        batch[i] = np.asarray(resize_image(rgb, size, resize, fill=fill, resample=resample))  # type: ignore[arg-type]
+        resized = resize_image(rgb, size, resize, fill=fill, resample=resample)  # type: ignore[arg-type]
+        batch[i] = np.asarray(resized)
     scale = 1.0 / (255.0 * std)
     x = batch.astype(np.float32) * scale - mean / std  # broadcast over the channel axis
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)
@@ -124,7 +125,7 @@ class EffnetLite0(Extractor):
 
     def __init__(
         self,
-        settings: ModelSettings | None = None,
+        settings: ModelSettings | object | None = None,
         *,
         session: ModelSession | None = None,
         resize: ResizePolicy = DEFAULT_RESIZE,
@@ -181,13 +182,17 @@ class EffnetLite0(Extractor):
         outputs = {t.name: t for t in session.outputs}
         pixel = inputs.get(self.input_name)
         if pixel is None or len(pixel.shape) != 4 or pixel.dtype != np.float32:
-            raise ValueError(f"{self.model_name}: expected input {self.input_name} float32 [N,3,H,W], got {pixel}")
+            raise ValueError(
+                f"{self.model_name}: expected input {self.input_name} float32 [N,3,H,W], got {pixel}"
+            )
         _, channels, height, width = pixel.shape
         if channels != 3 or not isinstance(height, int) or height != width:
             raise ValueError(f"{self.model_name}: expected a fixed square RGB input, got {pixel.shape}")
         emb: TensorInfo | None = outputs.get(self.embedding_output)
         if emb is None or emb.shape[-1] != self.spec.dim:
-            raise ValueError(f"{self.model_name}: expected output {self.embedding_output} [N,{self.spec.dim}], got {emb}")
+            raise ValueError(
+                f"{self.model_name}: expected output {self.embedding_output} [N,{self.spec.dim}], got {emb}"
+            )
         self._image_size = int(height)
         self._session = session
 

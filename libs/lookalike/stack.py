@@ -1,0 +1,192 @@
+"""The whole mesh on one machine: the three real servers (lookalike.devservers) plus the five
+services and an extra ingest worker, each as its own process on 127.0.0.1.
+
+    python -m lookalike.stack up --dir .run       # returns once every service reports SERVING
+    python -m lookalike.stack status --dir .run
+    python -m lookalike.stack down --dir .run
+
+Used by `make up`, the demo and the end-to-end tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from lookalike import devservers
+from lookalike.devservers import Infra, ServerProcess, free_port
+
+log = logging.getLogger(__name__)
+
+# start order: what others call first
+SERVICES = ("encoder", "search", "rerank", "ingest", "gateway")
+DEFAULT_GATEWAY_PORT = 50051
+STATE_FILE = "stack-state.json"
+SERVICE_START_TIMEOUT = 120.0
+
+
+def health_check(address: str, timeout: float = 1.0) -> bool:
+    with grpc.insecure_channel(address) as channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        except grpc.RpcError:
+            return False
+    return response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def _require_serving(address: str) -> None:
+    if not health_check(address):
+        raise RuntimeError(f"{address} not serving yet")
+
+
+@dataclass
+class Stack:
+    infra: Infra
+    run_dir: Path
+    addresses: dict[str, str]
+    extra_env: dict[str, str] = field(default_factory=dict)
+    services: dict[str, ServerProcess] = field(default_factory=dict)
+
+    @property
+    def gateway_addr(self) -> str:
+        return self.addresses["gateway"]
+
+    def env(self) -> dict[str, str]:
+        env = {**os.environ, **self.infra.env(), **self.extra_env}
+        for name, address in self.addresses.items():
+            if name in SERVICES:
+                env[f"LOOKALIKE_{name.upper()}_ADDR"] = address
+        env.setdefault("LOOKALIKE_LOG_FORMAT", "json")
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def start_service(self, name: str, module: str | None = None, address: str | None = None) -> ServerProcess:
+        """Starts `python -m services.<name>` and waits until its health check says SERVING."""
+        module = module or f"services.{name}"
+        address = address or self.addresses[name]
+        env = self.env()
+        env["LOOKALIKE_LISTEN_ADDR"] = address
+        process = devservers._launch(
+            name,
+            [sys.executable, "-m", module],
+            data_dir=self.run_dir,
+            log_path=self.run_dir / "logs" / f"{name}.log",
+            ports={"client": int(address.rsplit(":", 1)[1])},
+            health=lambda: _require_serving(address),
+            timeout=SERVICE_START_TIMEOUT,
+            env=env,
+        )
+        self.services[name] = process
+        return process
+
+    def stop_service(self, name: str, timeout: float = 20) -> None:
+        if process := self.services.pop(name, None):
+            process.stop(timeout)
+
+    def stop(self) -> None:
+        for name in reversed(list(self.services)):
+            try:
+                self.stop_service(name)
+            except Exception:
+                log.exception("stopping %s failed", name)
+        self.infra.stop()
+
+    def save(self) -> None:
+        devservers.save_state(self.infra, self.run_dir / "infra-state.json")
+        state = {
+            "addresses": self.addresses,
+            "extra_env": self.extra_env,
+            "services": {n: p.to_json() for n, p in self.services.items()},
+        }
+        (self.run_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
+
+
+def start_stack(
+    run_dir: Path,
+    gateway_port: int | None = DEFAULT_GATEWAY_PORT,
+    extra_env: dict[str, str] | None = None,
+    extra_workers: int = 1,
+) -> Stack:
+    """Starts the servers and the services; on any failure stops what it started."""
+    run_dir = run_dir.resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    infra = devservers.start_infra(run_dir / "data")
+    addresses = {name: f"127.0.0.1:{free_port()}" for name in SERVICES}
+    if gateway_port:
+        addresses["gateway"] = f"127.0.0.1:{gateway_port}"
+    stack = Stack(infra, run_dir, addresses, dict(extra_env or {}))
+    try:
+        for name in SERVICES:
+            stack.start_service(name)
+        for i in range(extra_workers):
+            worker = f"ingest-worker-{i}"
+            stack.addresses[worker] = f"127.0.0.1:{free_port()}"
+            stack.start_service(worker, module="services.ingest.worker", address=stack.addresses[worker])
+    except BaseException:
+        stack.stop()
+        raise
+    stack.save()
+    return stack
+
+
+def stop_from_state(run_dir: Path) -> bool:
+    """Stops what an earlier `up` started (services first, then servers)."""
+    state_path = run_dir / STATE_FILE
+    stopped = False
+    if state_path.exists():
+        state = json.loads(state_path.read_text())
+        for name, data in reversed(list(state["services"].items())):
+            ServerProcess.from_json(data).stop()
+            log.info("stopped %s", name)
+        state_path.unlink()
+        stopped = True
+    infra_state = run_dir / "infra-state.json"
+    if infra_state.exists():
+        devservers.stop_from_state(infra_state)
+        stopped = True
+    return stopped
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lookalike.stack", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("--dir", type=Path, default=Path(".run"))
+    parser.add_argument("--gateway-port", type=int, default=DEFAULT_GATEWAY_PORT)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    run_dir = args.dir.resolve()
+    if args.command == "up":
+        if (run_dir / STATE_FILE).exists():
+            print(f"a stack is already recorded in {run_dir}; run `make down` first", file=sys.stderr)
+            return 1
+        started = time.monotonic()
+        stack = start_stack(run_dir, args.gateway_port)
+        print(f"lookalike is up in {time.monotonic() - started:.0f}s: gateway {stack.gateway_addr}; logs in {run_dir / 'logs'}")
+        return 0
+    if args.command == "down":
+        print("stopped" if stop_from_state(run_dir) else "nothing to stop")
+        return 0
+    state_path = run_dir / STATE_FILE
+    if not state_path.exists():
+        print("not running")
+        return 1
+    state = json.loads(state_path.read_text())
+    ok = True
+    for name, address in state["addresses"].items():
+        serving = health_check(address)
+        ok &= serving
+        print(f"{name:18} {address:22} {'SERVING' if serving else 'DOWN'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
