@@ -59,6 +59,7 @@ def _assert_gone(server: ServerProcess) -> None:
     assert not server.alive()
     assert _group_members(server.pgid) == [], f"{server.name}: group {server.pgid} still has processes"
     assert not _accepts(server.port), f"{server.name}: port {server.port} still accepts connections"
+    assert not [f for f in server.stale_files if Path(f).exists()]
 
 
 # ------------------------------------------------------------------------------------------
@@ -192,6 +193,7 @@ def test_stop_leaves_no_process_of_the_group(tmp_path: Path) -> None:
     store = start_object_store(tmp_path / "s3")
     assert nats_server.alive() and store.alive()
     assert _group_members(store.pgid) == [store.pid]
+    assert any(Path(f).exists() for f in store.stale_files)  # weed's sockets in /tmp
     for server in (nats_server, store):
         server.stop()
         _assert_gone(server)

@@ -89,6 +89,17 @@ def test_get_extractor_is_lazy():
         extractor.encode([Image.new("RGB", (8, 8))])
 
 
+def test_get_extractor_shares_instances_per_settings(tmp_path):
+    from lookalike.config import Settings
+
+    a = get_extractor("effnet-lite0")
+    assert get_extractor("effnet-lite0") is a  # looked up per request, loaded once per process
+    assert get_extractor("effnet-lite0", Settings()) is a  # the process-wide settings lend their fields
+    assert get_extractor("effnet-lite0", shared=False) is not a
+    other = get_extractor("effnet-lite0", ModelSettings(model_repository=tmp_path))
+    assert other is not a and other.settings.model_repository == tmp_path
+
+
 def test_settings_from_environment(monkeypatch, tmp_path):
     assert ModelSettings().model_repository == DEFAULT_MODEL_REPOSITORY == REPO / "models"
     monkeypatch.setenv("LOOKALIKE_MODEL_REPOSITORY", str(tmp_path))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import os
 import time
 from collections.abc import Iterator
@@ -38,7 +39,7 @@ retrievers_app = typer.Typer(help="Retrievers (stage pipelines)", no_args_is_hel
 app.add_typer(namespaces_app, name="namespaces")
 app.add_typer(collections_app, name="collections")
 app.add_typer(retrievers_app, name="retrievers")
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 150)
 
 
 class Gateway:

@@ -13,8 +13,10 @@ whole group, waits, then SIGKILLs the group, so no child is left behind.
 Every port a server opens is chosen by us (free ports unless given), so several instances (a test
 session beside a ``make up`` stack) never collide. What is *not* loopback-only: Milvus 2.3.5 binds
 its gRPC and metrics listeners on all interfaces (``:port``) and has no setting to change that; it
-advertises 127.0.0.1 to its own components. SeaweedFS also creates unix sockets
-``/tmp/seaweedfs-<component>-grpc-<port>.sock`` (named after our ports, removed on a clean stop).
+advertises 127.0.0.1 to its own components. Files outside the data dir: SeaweedFS's unix sockets
+``/tmp/seaweedfs-<component>-grpc-<port>.sock`` and Milvus's ``/tmp/milvus/server_id_<pid>`` (both
+named after our ports / pids, and removed by :meth:`ServerProcess.stop`), and Milvus's
+``/run/milvus/standalone.pid`` (shared by all instances, harmless).
 
 Milvus is started from its binary directly rather than through the ``milvus-server`` wrapper: the
 wrapper cannot move the embedded etcd's peer port (2380) or the metrics port (9091), never notices
@@ -80,7 +82,7 @@ __all__ = [
     "stop_from_state",
 ]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("lookalike.devservers")  # not __main__ under python -m
 
 HOST = "127.0.0.1"
 DEFAULT_ACCESS_KEY = "lookalike"
@@ -256,6 +258,8 @@ class ServerProcess:
     log_path: Path
     cmdline: list[str] = field(default_factory=list)
     started: str = ""
+    # files the server leaves behind outside data_dir, removed once its group is gone
+    stale_files: list[str] = field(default_factory=list)
     _popen: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -300,17 +304,19 @@ class ServerProcess:
             log.warning("%s: pid %d is now another program (%s); not signalling it",
                         self.name, self.pid, leader.cmdline[:120])
             return
-        if not self.leftovers():
-            self._reap()
-            return
-        log.info("stopping %s (process group %d)", self.name, self.pgid)
-        _killpg(self.pgid, signal.SIGTERM)
-        if self._wait_gone(timeout):
-            return
-        log.warning("%s did not stop within %.0f s; killing process group %d", self.name, timeout, self.pgid)
-        _killpg(self.pgid, signal.SIGKILL)
-        if not self._wait_gone(10):
-            raise RuntimeError(f"{self.name}: processes {self.leftovers()} survived SIGKILL")
+        if self.leftovers():
+            log.info("stopping %s (process group %d)", self.name, self.pgid)
+            _killpg(self.pgid, signal.SIGTERM)
+            if not self._wait_gone(timeout):
+                log.warning("%s did not stop within %.0f s; killing process group %d",
+                            self.name, timeout, self.pgid)
+                _killpg(self.pgid, signal.SIGKILL)
+                if not self._wait_gone(10):
+                    raise RuntimeError(f"{self.name}: processes {self.leftovers()} survived SIGKILL")
+        self._reap()
+        for name in self.stale_files:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name)
 
     def _wait_gone(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -331,6 +337,7 @@ class ServerProcess:
             "log_path": str(self.log_path),
             "cmdline": self.cmdline,
             "started": self.started,
+            "stale_files": self.stale_files,
         }
 
     @classmethod
@@ -345,6 +352,7 @@ class ServerProcess:
             log_path=Path(data["log_path"]),
             cmdline=list(data["cmdline"]),
             started=str(data["started"]),
+            stale_files=list(data.get("stale_files", [])),
         )
 
 
@@ -394,6 +402,7 @@ def _launch(
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
     cancel: threading.Event | None = None,
+    stale_files: Callable[[int], list[str]] | None = None,
 ) -> ServerProcess:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     watcher = _LogWatcher(log_path)
@@ -408,6 +417,8 @@ def _launch(
     info = _proc_info(popen.pid)  # Popen returns after exec, so this is the server's own cmdline
     proc = ServerProcess(name, popen.pid, dict(ports), data_dir, log_path, list(argv),
                          info.started if info else "", _popen=popen)
+    if stale_files is not None:
+        proc.stale_files = stale_files(popen.pid)
     log.info("%s: started pid %d, ports %s; waiting until healthy", name, popen.pid, ports)
     began = time.monotonic()
     last_error: BaseException | None = None
@@ -600,8 +611,11 @@ def start_object_store(
             finally:
                 http.clear()
 
+        # weed puts a unix socket per gRPC port in /tmp and leaves some of them behind
+        sockets = [f"/tmp/seaweedfs-{c}-grpc-{ports[c + '_grpc']}.sock" for c in _WEED_COMPONENTS]
         return _launch("object_store", argv, data_dir=data_dir, log_path=data_dir / "weed.log",
-                       ports=ports, health=health, timeout=timeout, cancel=cancel)
+                       ports=ports, health=health, timeout=timeout, cancel=cancel,
+                       stale_files=lambda pid: sockets)
 
     return _start_with_retries("object_store", requested, launch, companions={"admin": 10000})
 
@@ -750,7 +764,7 @@ def start_milvus(
     bin_dir = _milvus_bin_dir()
     exe = bin_dir / "milvus"
     config_dir, logs_dir, storage_dir = data_dir / "configs", data_dir / "logs", data_dir / "data"
-    for d in (config_dir, logs_dir, storage_dir, data_dir / "tmp"):
+    for d in (config_dir, logs_dir, storage_dir):
         d.mkdir(parents=True, exist_ok=True)
     template = (package_data / "config.yaml.template").read_text()
     shutil.copy(package_data / "glog.conf", config_dir / "glog.conf")
@@ -788,8 +802,6 @@ def start_milvus(
             "DEPLOY_MODE": "STANDALONE",
             "MILVUSCONF": str(config_dir),
             "METRICS_PORT": str(ports["metrics"]),
-            # its runtime dir (server_id_<pid> files) is /run/milvus, else $TMPDIR/milvus
-            "TMPDIR": str(data_dir / "tmp"),
             library_var: os.pathsep.join(p for p in (str(bin_dir), env.get(library_var, "")) if p),
         })
         uri = f"http://{HOST}:{ports['client']}"
@@ -807,9 +819,11 @@ def start_milvus(
                 client.close()
 
         log.info("milvus %s: binary %s", version, exe)
+        # a clean exit would delete this file, but Milvus 2.3.5 panics while shutting down
         return _launch("milvus", [str(exe), "run", "standalone"], data_dir=data_dir,
                        log_path=logs_dir / "milvus.log", ports=ports, health=health,
-                       timeout=timeout, env=env, cwd=data_dir, cancel=cancel)
+                       timeout=timeout, env=env, cwd=data_dir, cancel=cancel,
+                       stale_files=lambda pid: [f"/tmp/milvus/server_id_{pid}"])
 
     return _start_with_retries("milvus", requested, launch)
 
@@ -1053,6 +1067,10 @@ def _cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lookalike.devservers", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -1074,6 +1092,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     commands = {"up": _cmd_up, "down": _cmd_down, "status": _cmd_status, "env": _cmd_env}
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # e.g. `timeout`: clean up a half-done `up`
     try:
         return commands[args.command](args)
     except ServerStartError as exc:

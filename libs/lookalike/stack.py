@@ -55,6 +55,8 @@ class Stack:
     addresses: dict[str, str]
     extra_env: dict[str, str] = field(default_factory=dict)
     services: dict[str, ServerProcess] = field(default_factory=dict)
+    # whether stop() also stops the servers (False when they belong to someone else, e.g. a test session)
+    own_infra: bool = True
 
     @property
     def gateway_addr(self) -> str:
@@ -98,10 +100,12 @@ class Stack:
                 self.stop_service(name)
             except Exception:
                 log.exception("stopping %s failed", name)
-        self.infra.stop()
+        if self.own_infra:
+            self.infra.stop()
 
     def save(self) -> None:
-        devservers.save_state(self.infra, self.run_dir / "infra-state.json")
+        if self.own_infra:
+            devservers.save_state(self.infra, self.run_dir / "infra-state.json")
         state = {
             "addresses": self.addresses,
             "extra_env": self.extra_env,
@@ -115,15 +119,17 @@ def start_stack(
     gateway_port: int | None = DEFAULT_GATEWAY_PORT,
     extra_env: dict[str, str] | None = None,
     extra_workers: int = 1,
+    infra: Infra | None = None,
 ) -> Stack:
-    """Starts the servers and the services; on any failure stops what it started."""
+    """Starts the servers (unless infra is given) and the services; on failure stops what it started."""
     run_dir = run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    infra = devservers.start_infra(run_dir / "data")
+    own_infra = infra is None
+    infra = infra or devservers.start_infra(run_dir / "data")
     addresses = {name: f"127.0.0.1:{free_port()}" for name in SERVICES}
     if gateway_port:
         addresses["gateway"] = f"127.0.0.1:{gateway_port}"
-    stack = Stack(infra, run_dir, addresses, dict(extra_env or {}))
+    stack = Stack(infra, run_dir, addresses, dict(extra_env or {}), own_infra=own_infra)
     try:
         for name in SERVICES:
             stack.start_service(name)
@@ -136,6 +142,15 @@ def start_stack(
         raise
     stack.save()
     return stack
+
+
+def read_gateway_address(run_dir: Path) -> str | None:
+    """The gateway of a stack an earlier `up` left running in run_dir, if it is serving."""
+    state_path = run_dir / STATE_FILE
+    if not state_path.exists():
+        return None
+    address = json.loads(state_path.read_text())["addresses"]["gateway"]
+    return address if health_check(address) else None
 
 
 def stop_from_state(run_dir: Path) -> bool:
@@ -165,9 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     run_dir = args.dir.resolve()
     if args.command == "up":
-        if (run_dir / STATE_FILE).exists():
-            print(f"a stack is already recorded in {run_dir}; run `make down` first", file=sys.stderr)
+        if read_gateway_address(run_dir):
+            print(f"a stack is already running from {run_dir}; run `make down` first", file=sys.stderr)
             return 1
+        stop_from_state(run_dir)  # leftovers of a stack that died
         started = time.monotonic()
         stack = start_stack(run_dir, args.gateway_port)
         print(f"lookalike is up in {time.monotonic() - started:.0f}s: gateway {stack.gateway_addr}; logs in {run_dir / 'logs'}")

@@ -78,7 +78,7 @@ class SearchServicer(grpc_pb.SearchServiceServicer):
                     f"{request.extractor.name}, not {params.index_type}"
                 )
         self._params[name] = params
-        log.info("index ready", extra={"index": name, "created": created, "type": params.index_type})
+        log.info("index ready", extra={"index": name, "was_created": created, "index_type": params.index_type})
         return pb.EnsureIndexResponse(created=created)
 
     @rpc
