@@ -1098,6 +1098,9 @@ def main(argv: list[str] | None = None) -> int:
     except ServerStartError as exc:
         log.error("%s", exc)
         return 1
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
 
 
 if __name__ == "__main__":
