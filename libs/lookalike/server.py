@@ -47,10 +47,9 @@ def _status_of_exception(exc: BaseException) -> tuple[grpc.StatusCode, str] | No
     if isinstance(exc, grpc.aio.AioRpcError):
         # a downstream call failed: keep its code so clients see NOT_FOUND/INVALID_ARGUMENT/...
         return exc.code(), exc.details() or exc.code().name
-    from lookalike.imaging import ImageError, ImageTooLargeError
+    from lookalike.imaging import ImageError
 
-    if isinstance(exc, ImageTooLargeError):
-        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
+    # corrupt, truncated, unsupported and decompression-bomb images alike: the argument is bad
     if isinstance(exc, ImageError):
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
     return None
