@@ -21,8 +21,11 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 setup: $(VENV)/.installed ## install everything (pinned) into .venv
 
-setup-export: setup ## add the PyTorch tool chain needed only to re-export models
+setup-export: $(VENV)/.installed-export ## add the PyTorch tool chain needed only to re-export models
+
+$(VENV)/.installed-export: pyproject.toml | $(VENV)/.installed
 	$(BIN)/pip install -e ".[dev,export]"
+	touch $@
 
 proto: setup ## regenerate libs/lookalike/v1 from protos/ (and lint the protos)
 	$(BIN)/python -m lookalike.protogen
@@ -45,8 +48,8 @@ status:
 demo: setup ## the main job: start the stack, index real photos, query with edited copies, print matches
 	$(BIN)/python -m lookalike.demo --dir $(RUN_DIR)
 
-test: setup ## the whole test suite (starts the real servers it needs)
-	$(BIN)/python -m pytest -ra
+test: setup-export ## the whole test suite (starts the real servers it needs)
+	$(BIN)/python -m pytest -ra -p no:cacheprovider
 
 test-unit: setup
 	$(BIN)/python -m pytest -ra -m "not integration and not e2e"
