@@ -135,9 +135,10 @@ def _port_range() -> tuple[int, int]:
 
 
 def _port_is_free(port: int) -> bool:
-    # 0.0.0.0 without SO_REUSEADDR conflicts with any listener on the port: 127.0.0.1, 0.0.0.0 or a
-    # dual-stack [::] (which is how Milvus listens).
+    # Binding 0.0.0.0 fails if anything listens on the port: on 127.0.0.1, 0.0.0.0 or a dual-stack
+    # [::] (how Milvus listens). SO_REUSEADDR, as the Go servers set it, ignores TIME_WAIT leftovers.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("0.0.0.0", port))
         except OSError:
@@ -766,6 +767,7 @@ def start_milvus(
     bin_dir = _milvus_bin_dir()
     exe = bin_dir / "milvus"
     config_dir, logs_dir, storage_dir = data_dir / "configs", data_dir / "logs", data_dir / "data"
+    fresh = not storage_dir.is_dir() or not any(storage_dir.iterdir())
     for d in (config_dir, logs_dir, storage_dir):
         d.mkdir(parents=True, exist_ok=True)
     template = (package_data / "config.yaml.template").read_text()
@@ -774,6 +776,11 @@ def start_milvus(
     requested["client"] = port
 
     def launch(ports: dict[str, int]) -> ServerProcess:
+        if fresh and any(storage_dir.iterdir()):
+            # A failed attempt of this start left etcd sessions behind that would make this attempt
+            # wait for their leases to expire; nothing else is in there yet, so begin from scratch.
+            shutil.rmtree(storage_dir)
+            storage_dir.mkdir()
         etcd_config = config_dir / "embed-etcd.yaml"
         etcd_client = f"http://{HOST}:{ports['etcd']}"
         etcd_peer = f"http://{HOST}:{ports['etcd_peer']}"

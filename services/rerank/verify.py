@@ -11,7 +11,9 @@ import numpy as np
 from PIL import Image
 
 MAX_SIDE = 640
-MIN_INLIERS = 8
+# On the dev set (120 queries, 360 wrong pairs) 15 inliers kept 87 % of true pairs and 1.4 % of wrong
+# ones (8: 93 % and 14 %); mirrored copies fall below it and rely on the embedding score alone.
+MIN_INLIERS = 15
 RATIO = 0.8
 
 
