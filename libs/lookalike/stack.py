@@ -77,7 +77,7 @@ class Stack:
         address = address or self.addresses[name]
         env = self.env()
         env["LOOKALIKE_LISTEN_ADDR"] = address
-        process = devservers._launch(
+        process = devservers.launch_process(
             name,
             [sys.executable, "-m", module],
             data_dir=self.run_dir,
