@@ -284,3 +284,35 @@ def test_sigterm_drains_and_exits_cleanly(mesh: Stack) -> None:
     assert process._popen is not None and process._popen.returncode == 0
     assert "rerank stopped" in process.log_path.read_text()
     mesh.start_service("rerank")
+
+
+def test_cli_indexes_a_folder_and_searches(mesh: Stack, photos: dict[str, bytes], tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from lookalike.cli import app
+
+    folder = tmp_path / "pictures"
+    (folder / "space").mkdir(parents=True)
+    (folder / "space" / "rocket.jpg").write_bytes(photos["rocket"])
+    (folder / "cat.jpg").write_bytes(photos["chelsea"])
+    (folder / "cat.jpg.json").write_text('{"category": "animal"}')
+    (folder / "notes.txt").write_text("not an image: ignored")
+    runner = CliRunner()
+    common = ["--gateway", mesh.gateway_addr, "--namespace", "cli"]
+    result = runner.invoke(app, ["index", str(folder), "--collection", "pics", "--meta", "owner=me", *common])
+    assert result.exit_code == 0, result.output
+    assert "indexed 2, failed 0, rejected 0" in result.output
+    query = tmp_path / "q.jpg"
+    query.write_bytes(edits(photos["chelsea"])["crop"])
+    result = runner.invoke(app, ["search", str(query), "--collection", "pics", "--json", *common])
+    assert result.exit_code == 0, result.output
+    import json
+
+    documents = json.loads(result.output)["documents"]
+    assert documents[0]["filename"] == "cat.jpg"
+    assert documents[0]["metadata"] == {"category": "animal", "owner": "me"}
+    assert {d["filename"] for d in documents} == {"cat.jpg", "space/rocket.jpg"}
+    result = runner.invoke(app, ["search", str(query), "-c", "pics", "--json", "--filter", "folder == space", *common])
+    assert [d["filename"] for d in json.loads(result.output)["documents"]] == ["space/rocket.jpg"]
+    result = runner.invoke(app, ["search", str(query), "-c", "nope", *common])
+    assert result.exit_code == 2 and "NOT_FOUND" in result.output
