@@ -31,13 +31,20 @@ _COMPARISONS = {
 _ORDERED = {Op.OPERATOR_LT, Op.OPERATOR_LE, Op.OPERATOR_GT, Op.OPERATOR_GE}
 
 
-def literal(value: types_pb2.ScalarValue) -> str:
+def literal(value: types_pb2.ScalarValue, int_as_float: bool = False) -> str:
     kind = value.WhichOneof("kind")
     if kind == "string_value":
         if len(value.string_value) > MAX_STRING:
             raise InvalidArgument(f"filter value longer than {MAX_STRING} characters")
-        return json.dumps(value.string_value, ensure_ascii=True)
+        # ensure_ascii=False: Milvus cannot parse the surrogate-pair escapes (\ud83d\ude00) that
+        # json.dumps writes for characters outside the BMP; quotes, backslashes and control
+        # characters are still escaped, and any other character is legal raw in a Milvus string.
+        return json.dumps(value.string_value, ensure_ascii=False)
     if kind == "int_value":
+        # Milvus cannot parse the int64 minimum (it negates 9223372036854775808); metadata numbers
+        # are stored as doubles, so the float form selects the same rows.
+        if int_as_float or value.int_value == -(2**63):
+            return repr(float(value.int_value))
         return str(int(value.int_value))
     if kind == "double_value":
         if not math.isfinite(value.double_value):
@@ -71,13 +78,23 @@ def _condition(cond: types_pb2.FieldCondition) -> str:
             raise InvalidArgument(f"filter on {cond.field!r}: IN needs at least one value")
         if len(cond.values) > MAX_VALUES:
             raise InvalidArgument(f"filter on {cond.field!r}: more than {MAX_VALUES} values")
-        items = ", ".join(literal(v) for v in cond.values)
-        keyword = "in" if op == Op.OPERATOR_IN else "not in"
-        return f"{ref} {keyword} [{items}]"
+        # Milvus fails on an IN list that mixes types (even ints with doubles): one list per type,
+        # ints written as doubles when doubles are present.
+        mixed_numbers = any(v.WhichOneof("kind") == "double_value" for v in cond.values)
+        lists: dict[str, list[str]] = {}
+        for v in cond.values:
+            item = literal(v, int_as_float=mixed_numbers)
+            kind = v.WhichOneof("kind")
+            lists.setdefault("number" if kind in ("int_value", "double_value") else kind, []).append(item)
+        keyword, joiner = ("in", " or ") if op == Op.OPERATOR_IN else ("not in", " and ")
+        parts = [f"{ref} {keyword} [{', '.join(items)}]" for items in lists.values()]
+        return parts[0] if len(parts) == 1 else "(" + joiner.join(parts) + ")"
     if op == Op.OPERATOR_CONTAINS:
         if not cond.HasField("value"):
             raise InvalidArgument(f"filter on {cond.field!r}: CONTAINS needs a value")
-        return f"json_contains({ref}, {literal(cond.value)})"
+        # json_contains compares an int literal only with ints, and metadata numbers are stored as
+        # doubles (protobuf Struct): a double literal matches both.
+        return f"json_contains({ref}, {literal(cond.value, int_as_float=True)})"
     raise InvalidArgument(f"filter on {cond.field!r}: operator is missing or unknown")
 
 
@@ -99,6 +116,8 @@ def compile_filter(flt: types_pb2.Filter | None, depth: int = 0) -> str:
         return f"not ({inner})"
     group = flt.all_of if kind == "all_of" else flt.any_of
     parts = [compile_filter(f, depth + 1) for f in group.filters]
+    if kind == "any_of" and parts and not all(parts):
+        return ""  # an empty filter matches everything, and so does any OR containing one
     parts = [p for p in parts if p]
     if not parts:
         raise InvalidArgument(f"{kind} filter group is empty")
@@ -117,7 +136,11 @@ _TEXT_OPS = {"==": Op.OPERATOR_EQ, "!=": Op.OPERATOR_NE, "<": Op.OPERATOR_LT, "<
 
 def _scalar(token: str, quoted: bool) -> types_pb2.ScalarValue:
     if quoted:
-        return types_pb2.ScalarValue(string_value=json.loads(token) if token.startswith('"') else token[1:-1])
+        try:
+            text = json.loads(token) if token.startswith('"') else re.sub(r"\\(.)", r"\1", token[1:-1], flags=re.S)
+            return types_pb2.ScalarValue(string_value=text)
+        except ValueError as exc:  # a bad escape, a raw control character, a lone surrogate
+            raise InvalidArgument(f"filter: bad string {token!r}: {exc}") from exc
     lowered = token.lower()
     if lowered in ("true", "false"):
         return types_pb2.ScalarValue(bool_value=lowered == "true")

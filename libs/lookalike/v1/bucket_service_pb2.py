@@ -27,43 +27,53 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from lookalike.v1 import types_pb2 as lookalike_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!lookalike/v1/bucket_service.proto\x12\x0clookalike.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18lookalike/v1/types.proto\"q\n\x06\x42ucket\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12\x14\n\x0c\x61uto_process\x18\x03 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"^\n\x13\x43reateBucketRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tbucket_id\x18\x02 \x01(\t\x12$\n\x06\x62ucket\x18\x03 \x01(\x0b\x32\x14.lookalike.v1.Bucket\"<\n\x14\x43reateBucketResponse\x12$\n\x06\x62ucket\x18\x01 \x01(\x0b\x32\x14.lookalike.v1.Bucket\" \n\x10GetBucketRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x11GetBucketResponse\x12$\n\x06\x62ucket\x18\x01 \x01(\x0b\x32\x14.lookalike.v1.Bucket\"$\n\x12ListBucketsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\"<\n\x13ListBucketsResponse\x12%\n\x07\x62uckets\x18\x01 \x03(\x0b\x32\x14.lookalike.v1.Bucket\"#\n\x13\x44\x65leteBucketRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x16\n\x14\x44\x65leteBucketResponse\"t\n\x14UploadObjectsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\x0c\x12)\n\x08metadata\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x81\x01\n\x15UploadObjectsResponse\x12\x0b\n\x03job\x18\x01 \x01(\t\x12+\n\x07results\x18\x02 \x03(\x0b\x32\x1a.lookalike.v1.UploadResult\x12\x16\n\x0e\x61\x63\x63\x65pted_count\x18\x03 \x01(\x05\x12\x16\n\x0erejected_count\x18\x04 \x01(\x05\"s\n\x13UploadObjectRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\x0c\x12)\n\x08metadata\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"O\n\x14UploadObjectResponse\x12\x0b\n\x03job\x18\x01 \x01(\t\x12*\n\x06result\x18\x02 \x01(\x0b\x32\x1a.lookalike.v1.UploadResult\"\x1d\n\rGetJobRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"0\n\x0eGetJobResponse\x12\x1e\n\x03job\x18\x01 \x01(\x0b\x32\x11.lookalike.v1.Job2\xd7\x04\n\rBucketService\x12U\n\x0c\x43reateBucket\x12!.lookalike.v1.CreateBucketRequest\x1a\".lookalike.v1.CreateBucketResponse\x12L\n\tGetBucket\x12\x1e.lookalike.v1.GetBucketRequest\x1a\x1f.lookalike.v1.GetBucketResponse\x12R\n\x0bListBuckets\x12 .lookalike.v1.ListBucketsRequest\x1a!.lookalike.v1.ListBucketsResponse\x12U\n\x0c\x44\x65leteBucket\x12!.lookalike.v1.DeleteBucketRequest\x1a\".lookalike.v1.DeleteBucketResponse\x12Z\n\rUploadObjects\x12\".lookalike.v1.UploadObjectsRequest\x1a#.lookalike.v1.UploadObjectsResponse(\x01\x12U\n\x0cUploadObject\x12!.lookalike.v1.UploadObjectRequest\x1a\".lookalike.v1.UploadObjectResponse\x12\x43\n\x06GetJob\x12\x1b.lookalike.v1.GetJobRequest\x1a\x1c.lookalike.v1.GetJobResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!lookalike/v1/bucket_service.proto\x12\x0clookalike.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18lookalike/v1/types.proto\"\x99\x01\n\x06\x42ucket\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12\x14\n\x0c\x61uto_process\x18\x03 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x06source\x18\x05 \x01(\x0b\x32\x16.lookalike.v1.S3Source\"\x84\x01\n\x08S3Source\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\x0e\n\x06\x62ucket\x18\x02 \x01(\t\x12\x0e\n\x06prefix\x18\x03 \x01(\t\x12\x12\n\naccess_key\x18\x04 \x01(\t\x12\x12\n\nsecret_key\x18\x05 \x01(\t\x12\x0e\n\x06secure\x18\x06 \x01(\x08\x12\x0e\n\x06region\x18\x07 \x01(\t\"^\n\x13\x43reateBucketRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tbucket_id\x18\x02 \x01(\t\x12$\n\x06\x62ucket\x18\x03 \x01(\x0b\x32\x14.lookalike.v1.Bucket\"<\n\x14\x43reateBucketResponse\x12$\n\x06\x62ucket\x18\x01 \x01(\x0b\x32\x14.lookalike.v1.Bucket\" \n\x10GetBucketRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x11GetBucketResponse\x12$\n\x06\x62ucket\x18\x01 \x01(\x0b\x32\x14.lookalike.v1.Bucket\"$\n\x12ListBucketsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\"<\n\x13ListBucketsResponse\x12%\n\x07\x62uckets\x18\x01 \x03(\x0b\x32\x14.lookalike.v1.Bucket\"#\n\x13\x44\x65leteBucketRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x16\n\x14\x44\x65leteBucketResponse\"t\n\x14UploadObjectsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\x0c\x12)\n\x08metadata\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x81\x01\n\x15UploadObjectsResponse\x12\x0b\n\x03job\x18\x01 \x01(\t\x12+\n\x07results\x18\x02 \x03(\x0b\x32\x1a.lookalike.v1.UploadResult\x12\x16\n\x0e\x61\x63\x63\x65pted_count\x18\x03 \x01(\x05\x12\x16\n\x0erejected_count\x18\x04 \x01(\x05\"s\n\x13UploadObjectRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\x0c\x12)\n\x08metadata\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"O\n\x14UploadObjectResponse\x12\x0b\n\x03job\x18\x01 \x01(\t\x12*\n\x06result\x18\x02 \x01(\x0b\x32\x1a.lookalike.v1.UploadResult\"\x1d\n\rGetJobRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"0\n\x0eGetJobResponse\x12\x1e\n\x03job\x18\x01 \x01(\x0b\x32\x11.lookalike.v1.Job\"!\n\x11SyncBucketRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"O\n\x12SyncBucketResponse\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\x14\n\x0clisted_count\x18\x02 \x01(\x03\x12\x16\n\x0e\x65nqueued_count\x18\x03 \x01(\x03\"#\n\x13\x44\x65leteObjectRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x16\n\x14\x44\x65leteObjectResponse2\xff\x05\n\rBucketService\x12U\n\x0c\x43reateBucket\x12!.lookalike.v1.CreateBucketRequest\x1a\".lookalike.v1.CreateBucketResponse\x12L\n\tGetBucket\x12\x1e.lookalike.v1.GetBucketRequest\x1a\x1f.lookalike.v1.GetBucketResponse\x12R\n\x0bListBuckets\x12 .lookalike.v1.ListBucketsRequest\x1a!.lookalike.v1.ListBucketsResponse\x12U\n\x0c\x44\x65leteBucket\x12!.lookalike.v1.DeleteBucketRequest\x1a\".lookalike.v1.DeleteBucketResponse\x12Z\n\rUploadObjects\x12\".lookalike.v1.UploadObjectsRequest\x1a#.lookalike.v1.UploadObjectsResponse(\x01\x12U\n\x0cUploadObject\x12!.lookalike.v1.UploadObjectRequest\x1a\".lookalike.v1.UploadObjectResponse\x12\x43\n\x06GetJob\x12\x1b.lookalike.v1.GetJobRequest\x1a\x1c.lookalike.v1.GetJobResponse\x12O\n\nSyncBucket\x12\x1f.lookalike.v1.SyncBucketRequest\x1a .lookalike.v1.SyncBucketResponse\x12U\n\x0c\x44\x65leteObject\x12!.lookalike.v1.DeleteObjectRequest\x1a\".lookalike.v1.DeleteObjectResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lookalike.v1.bucket_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_BUCKET']._serialized_start=140
-  _globals['_BUCKET']._serialized_end=253
-  _globals['_CREATEBUCKETREQUEST']._serialized_start=255
-  _globals['_CREATEBUCKETREQUEST']._serialized_end=349
-  _globals['_CREATEBUCKETRESPONSE']._serialized_start=351
-  _globals['_CREATEBUCKETRESPONSE']._serialized_end=411
-  _globals['_GETBUCKETREQUEST']._serialized_start=413
-  _globals['_GETBUCKETREQUEST']._serialized_end=445
-  _globals['_GETBUCKETRESPONSE']._serialized_start=447
-  _globals['_GETBUCKETRESPONSE']._serialized_end=504
-  _globals['_LISTBUCKETSREQUEST']._serialized_start=506
-  _globals['_LISTBUCKETSREQUEST']._serialized_end=542
-  _globals['_LISTBUCKETSRESPONSE']._serialized_start=544
-  _globals['_LISTBUCKETSRESPONSE']._serialized_end=604
-  _globals['_DELETEBUCKETREQUEST']._serialized_start=606
-  _globals['_DELETEBUCKETREQUEST']._serialized_end=641
-  _globals['_DELETEBUCKETRESPONSE']._serialized_start=643
-  _globals['_DELETEBUCKETRESPONSE']._serialized_end=665
-  _globals['_UPLOADOBJECTSREQUEST']._serialized_start=667
-  _globals['_UPLOADOBJECTSREQUEST']._serialized_end=783
-  _globals['_UPLOADOBJECTSRESPONSE']._serialized_start=786
-  _globals['_UPLOADOBJECTSRESPONSE']._serialized_end=915
-  _globals['_UPLOADOBJECTREQUEST']._serialized_start=917
-  _globals['_UPLOADOBJECTREQUEST']._serialized_end=1032
-  _globals['_UPLOADOBJECTRESPONSE']._serialized_start=1034
-  _globals['_UPLOADOBJECTRESPONSE']._serialized_end=1113
-  _globals['_GETJOBREQUEST']._serialized_start=1115
-  _globals['_GETJOBREQUEST']._serialized_end=1144
-  _globals['_GETJOBRESPONSE']._serialized_start=1146
-  _globals['_GETJOBRESPONSE']._serialized_end=1194
-  _globals['_BUCKETSERVICE']._serialized_start=1197
-  _globals['_BUCKETSERVICE']._serialized_end=1796
+  _globals['_BUCKET']._serialized_start=141
+  _globals['_BUCKET']._serialized_end=294
+  _globals['_S3SOURCE']._serialized_start=297
+  _globals['_S3SOURCE']._serialized_end=429
+  _globals['_CREATEBUCKETREQUEST']._serialized_start=431
+  _globals['_CREATEBUCKETREQUEST']._serialized_end=525
+  _globals['_CREATEBUCKETRESPONSE']._serialized_start=527
+  _globals['_CREATEBUCKETRESPONSE']._serialized_end=587
+  _globals['_GETBUCKETREQUEST']._serialized_start=589
+  _globals['_GETBUCKETREQUEST']._serialized_end=621
+  _globals['_GETBUCKETRESPONSE']._serialized_start=623
+  _globals['_GETBUCKETRESPONSE']._serialized_end=680
+  _globals['_LISTBUCKETSREQUEST']._serialized_start=682
+  _globals['_LISTBUCKETSREQUEST']._serialized_end=718
+  _globals['_LISTBUCKETSRESPONSE']._serialized_start=720
+  _globals['_LISTBUCKETSRESPONSE']._serialized_end=780
+  _globals['_DELETEBUCKETREQUEST']._serialized_start=782
+  _globals['_DELETEBUCKETREQUEST']._serialized_end=817
+  _globals['_DELETEBUCKETRESPONSE']._serialized_start=819
+  _globals['_DELETEBUCKETRESPONSE']._serialized_end=841
+  _globals['_UPLOADOBJECTSREQUEST']._serialized_start=843
+  _globals['_UPLOADOBJECTSREQUEST']._serialized_end=959
+  _globals['_UPLOADOBJECTSRESPONSE']._serialized_start=962
+  _globals['_UPLOADOBJECTSRESPONSE']._serialized_end=1091
+  _globals['_UPLOADOBJECTREQUEST']._serialized_start=1093
+  _globals['_UPLOADOBJECTREQUEST']._serialized_end=1208
+  _globals['_UPLOADOBJECTRESPONSE']._serialized_start=1210
+  _globals['_UPLOADOBJECTRESPONSE']._serialized_end=1289
+  _globals['_GETJOBREQUEST']._serialized_start=1291
+  _globals['_GETJOBREQUEST']._serialized_end=1320
+  _globals['_GETJOBRESPONSE']._serialized_start=1322
+  _globals['_GETJOBRESPONSE']._serialized_end=1370
+  _globals['_SYNCBUCKETREQUEST']._serialized_start=1372
+  _globals['_SYNCBUCKETREQUEST']._serialized_end=1405
+  _globals['_SYNCBUCKETRESPONSE']._serialized_start=1407
+  _globals['_SYNCBUCKETRESPONSE']._serialized_end=1486
+  _globals['_DELETEOBJECTREQUEST']._serialized_start=1488
+  _globals['_DELETEOBJECTREQUEST']._serialized_end=1523
+  _globals['_DELETEOBJECTRESPONSE']._serialized_start=1525
+  _globals['_DELETEOBJECTRESPONSE']._serialized_end=1547
+  _globals['_BUCKETSERVICE']._serialized_start=1550
+  _globals['_BUCKETSERVICE']._serialized_end=2317
 # @@protoc_insertion_point(module_scope)

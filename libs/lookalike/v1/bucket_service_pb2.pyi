@@ -9,16 +9,36 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Bucket(_message.Message):
-    __slots__ = ("name", "collection", "auto_process", "create_time")
+    __slots__ = ("name", "collection", "auto_process", "create_time", "source")
     NAME_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     AUTO_PROCESS_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
     name: str
     collection: str
     auto_process: bool
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., collection: _Optional[str] = ..., auto_process: bool = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    source: S3Source
+    def __init__(self, name: _Optional[str] = ..., collection: _Optional[str] = ..., auto_process: bool = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., source: _Optional[_Union[S3Source, _Mapping]] = ...) -> None: ...
+
+class S3Source(_message.Message):
+    __slots__ = ("endpoint", "bucket", "prefix", "access_key", "secret_key", "secure", "region")
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_KEY_FIELD_NUMBER: _ClassVar[int]
+    SECRET_KEY_FIELD_NUMBER: _ClassVar[int]
+    SECURE_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    endpoint: str
+    bucket: str
+    prefix: str
+    access_key: str
+    secret_key: str
+    secure: bool
+    region: str
+    def __init__(self, endpoint: _Optional[str] = ..., bucket: _Optional[str] = ..., prefix: _Optional[str] = ..., access_key: _Optional[str] = ..., secret_key: _Optional[str] = ..., secure: bool = ..., region: _Optional[str] = ...) -> None: ...
 
 class CreateBucketRequest(_message.Message):
     __slots__ = ("parent", "bucket_id", "bucket")
@@ -125,3 +145,29 @@ class GetJobResponse(_message.Message):
     JOB_FIELD_NUMBER: _ClassVar[int]
     job: _types_pb2.Job
     def __init__(self, job: _Optional[_Union[_types_pb2.Job, _Mapping]] = ...) -> None: ...
+
+class SyncBucketRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class SyncBucketResponse(_message.Message):
+    __slots__ = ("job", "listed_count", "enqueued_count")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    LISTED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    ENQUEUED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    job: str
+    listed_count: int
+    enqueued_count: int
+    def __init__(self, job: _Optional[str] = ..., listed_count: _Optional[int] = ..., enqueued_count: _Optional[int] = ...) -> None: ...
+
+class DeleteObjectRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DeleteObjectResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

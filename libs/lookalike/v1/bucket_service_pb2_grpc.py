@@ -71,6 +71,16 @@ class BucketServiceStub(object):
                 request_serializer=lookalike_dot_v1_dot_bucket__service__pb2.GetJobRequest.SerializeToString,
                 response_deserializer=lookalike_dot_v1_dot_bucket__service__pb2.GetJobResponse.FromString,
                 _registered_method=True)
+        self.SyncBucket = channel.unary_unary(
+                '/lookalike.v1.BucketService/SyncBucket',
+                request_serializer=lookalike_dot_v1_dot_bucket__service__pb2.SyncBucketRequest.SerializeToString,
+                response_deserializer=lookalike_dot_v1_dot_bucket__service__pb2.SyncBucketResponse.FromString,
+                _registered_method=True)
+        self.DeleteObject = channel.unary_unary(
+                '/lookalike.v1.BucketService/DeleteObject',
+                request_serializer=lookalike_dot_v1_dot_bucket__service__pb2.DeleteObjectRequest.SerializeToString,
+                response_deserializer=lookalike_dot_v1_dot_bucket__service__pb2.DeleteObjectResponse.FromString,
+                _registered_method=True)
 
 
 class BucketServiceServicer(object):
@@ -118,7 +128,22 @@ class BucketServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def GetJob(self, request, context):
-        """Progress of an upload job.
+        """Progress of an upload or sync job.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SyncBucket(self, request, context):
+        """Lists the bucket's external S3 source and enqueues every object that is new or changed (ETag)
+        since the last sync; safe to re-run. FAILED_PRECONDITION when the bucket has no source.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteObject(self, request, context):
+        """Deletes an object and its vectors.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -161,6 +186,16 @@ def add_BucketServiceServicer_to_server(servicer, server):
                     servicer.GetJob,
                     request_deserializer=lookalike_dot_v1_dot_bucket__service__pb2.GetJobRequest.FromString,
                     response_serializer=lookalike_dot_v1_dot_bucket__service__pb2.GetJobResponse.SerializeToString,
+            ),
+            'SyncBucket': grpc.unary_unary_rpc_method_handler(
+                    servicer.SyncBucket,
+                    request_deserializer=lookalike_dot_v1_dot_bucket__service__pb2.SyncBucketRequest.FromString,
+                    response_serializer=lookalike_dot_v1_dot_bucket__service__pb2.SyncBucketResponse.SerializeToString,
+            ),
+            'DeleteObject': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteObject,
+                    request_deserializer=lookalike_dot_v1_dot_bucket__service__pb2.DeleteObjectRequest.FromString,
+                    response_serializer=lookalike_dot_v1_dot_bucket__service__pb2.DeleteObjectResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -354,6 +389,60 @@ class BucketService(object):
             '/lookalike.v1.BucketService/GetJob',
             lookalike_dot_v1_dot_bucket__service__pb2.GetJobRequest.SerializeToString,
             lookalike_dot_v1_dot_bucket__service__pb2.GetJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SyncBucket(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookalike.v1.BucketService/SyncBucket',
+            lookalike_dot_v1_dot_bucket__service__pb2.SyncBucketRequest.SerializeToString,
+            lookalike_dot_v1_dot_bucket__service__pb2.SyncBucketResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteObject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookalike.v1.BucketService/DeleteObject',
+            lookalike_dot_v1_dot_bucket__service__pb2.DeleteObjectRequest.SerializeToString,
+            lookalike_dot_v1_dot_bucket__service__pb2.DeleteObjectResponse.FromString,
             options,
             channel_credentials,
             insecure,

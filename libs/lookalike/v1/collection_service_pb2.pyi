@@ -86,3 +86,29 @@ class ListFeatureExtractorsResponse(_message.Message):
     FEATURE_EXTRACTORS_FIELD_NUMBER: _ClassVar[int]
     feature_extractors: _containers.RepeatedCompositeFieldContainer[_types_pb2.ExtractorInfo]
     def __init__(self, feature_extractors: _Optional[_Iterable[_Union[_types_pb2.ExtractorInfo, _Mapping]]] = ...) -> None: ...
+
+class GetDuplicateReportRequest(_message.Message):
+    __slots__ = ("name", "max_hamming_distance")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MAX_HAMMING_DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    max_hamming_distance: int
+    def __init__(self, name: _Optional[str] = ..., max_hamming_distance: _Optional[int] = ...) -> None: ...
+
+class GetDuplicateReportResponse(_message.Message):
+    __slots__ = ("groups", "image_count")
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    groups: _containers.RepeatedCompositeFieldContainer[DuplicateGroup]
+    image_count: int
+    def __init__(self, groups: _Optional[_Iterable[_Union[DuplicateGroup, _Mapping]]] = ..., image_count: _Optional[int] = ...) -> None: ...
+
+class DuplicateGroup(_message.Message):
+    __slots__ = ("objects", "filenames", "max_distance")
+    OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    FILENAMES_FIELD_NUMBER: _ClassVar[int]
+    MAX_DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    objects: _containers.RepeatedScalarFieldContainer[str]
+    filenames: _containers.RepeatedScalarFieldContainer[str]
+    max_distance: int
+    def __init__(self, objects: _Optional[_Iterable[str]] = ..., filenames: _Optional[_Iterable[str]] = ..., max_distance: _Optional[int] = ...) -> None: ...

@@ -56,6 +56,11 @@ class CollectionServiceStub(object):
                 request_serializer=lookalike_dot_v1_dot_collection__service__pb2.DeleteCollectionRequest.SerializeToString,
                 response_deserializer=lookalike_dot_v1_dot_collection__service__pb2.DeleteCollectionResponse.FromString,
                 _registered_method=True)
+        self.GetDuplicateReport = channel.unary_unary(
+                '/lookalike.v1.CollectionService/GetDuplicateReport',
+                request_serializer=lookalike_dot_v1_dot_collection__service__pb2.GetDuplicateReportRequest.SerializeToString,
+                response_deserializer=lookalike_dot_v1_dot_collection__service__pb2.GetDuplicateReportResponse.FromString,
+                _registered_method=True)
         self.ListFeatureExtractors = channel.unary_unary(
                 '/lookalike.v1.CollectionService/ListFeatureExtractors',
                 request_serializer=lookalike_dot_v1_dot_collection__service__pb2.ListFeatureExtractorsRequest.SerializeToString,
@@ -92,6 +97,13 @@ class CollectionServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetDuplicateReport(self, request, context):
+        """Groups of near-duplicate images in a collection (pHash Hamming distance).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListFeatureExtractors(self, request, context):
         """The extractors the encoder serves, with their dimensions and metrics.
         """
@@ -121,6 +133,11 @@ def add_CollectionServiceServicer_to_server(servicer, server):
                     servicer.DeleteCollection,
                     request_deserializer=lookalike_dot_v1_dot_collection__service__pb2.DeleteCollectionRequest.FromString,
                     response_serializer=lookalike_dot_v1_dot_collection__service__pb2.DeleteCollectionResponse.SerializeToString,
+            ),
+            'GetDuplicateReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDuplicateReport,
+                    request_deserializer=lookalike_dot_v1_dot_collection__service__pb2.GetDuplicateReportRequest.FromString,
+                    response_serializer=lookalike_dot_v1_dot_collection__service__pb2.GetDuplicateReportResponse.SerializeToString,
             ),
             'ListFeatureExtractors': grpc.unary_unary_rpc_method_handler(
                     servicer.ListFeatureExtractors,
@@ -238,6 +255,33 @@ class CollectionService(object):
             '/lookalike.v1.CollectionService/DeleteCollection',
             lookalike_dot_v1_dot_collection__service__pb2.DeleteCollectionRequest.SerializeToString,
             lookalike_dot_v1_dot_collection__service__pb2.DeleteCollectionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDuplicateReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookalike.v1.CollectionService/GetDuplicateReport',
+            lookalike_dot_v1_dot_collection__service__pb2.GetDuplicateReportRequest.SerializeToString,
+            lookalike_dot_v1_dot_collection__service__pb2.GetDuplicateReportResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -24,26 +24,35 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from lookalike.v1 import bucket_service_pb2 as lookalike_dot_v1_dot_bucket__service__pb2
 from lookalike.v1 import types_pb2 as lookalike_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!lookalike/v1/ingest_service.proto\x12\x0clookalike.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18lookalike/v1/types.proto\"\xa6\x01\n\x14IngestObjectsRequest\x12*\n\x06target\x18\x01 \x01(\x0b\x32\x1a.lookalike.v1.IngestTarget\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\x0c\x12)\n\x08metadata\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x14\n\x0c\x61uto_process\x18\x05 \x01(\x08\"Q\n\x15IngestObjectsResponse\x12\x0b\n\x03job\x18\x01 \x01(\t\x12+\n\x07results\x18\x02 \x03(\x0b\x32\x1a.lookalike.v1.UploadResult\"\xdd\x01\n\x0bIngestEvent\x12\x12\n\ncontent_id\x18\x01 \x01(\t\x12\x12\n\nobject_key\x18\x02 \x01(\t\x12*\n\x06target\x18\x03 \x01(\x0b\x32\x1a.lookalike.v1.IngestTarget\x12\x10\n\x08\x66ilename\x18\x04 \x01(\t\x12)\n\x08metadata\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0b\n\x03job\x18\x06 \x01(\t\x12\x30\n\x0c\x65nqueue_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"#\n\x13GetIngestJobRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"6\n\x14GetIngestJobResponse\x12\x1e\n\x03job\x18\x01 \x01(\x0b\x32\x11.lookalike.v1.Job2\xc2\x01\n\rIngestService\x12Z\n\rIngestObjects\x12\".lookalike.v1.IngestObjectsRequest\x1a#.lookalike.v1.IngestObjectsResponse(\x01\x12U\n\x0cGetIngestJob\x12!.lookalike.v1.GetIngestJobRequest\x1a\".lookalike.v1.GetIngestJobResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!lookalike/v1/ingest_service.proto\x12\x0clookalike.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!lookalike/v1/bucket_service.proto\x1a\x18lookalike/v1/types.proto\"\xa6\x01\n\x14IngestObjectsRequest\x12*\n\x06target\x18\x01 \x01(\x0b\x32\x1a.lookalike.v1.IngestTarget\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\x0c\x12)\n\x08metadata\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x14\n\x0c\x61uto_process\x18\x05 \x01(\x08\"Q\n\x15IngestObjectsResponse\x12\x0b\n\x03job\x18\x01 \x01(\t\x12+\n\x07results\x18\x02 \x03(\x0b\x32\x1a.lookalike.v1.UploadResult\"\xdd\x01\n\x0bIngestEvent\x12\x12\n\ncontent_id\x18\x01 \x01(\t\x12\x12\n\nobject_key\x18\x02 \x01(\t\x12*\n\x06target\x18\x03 \x01(\x0b\x32\x1a.lookalike.v1.IngestTarget\x12\x10\n\x08\x66ilename\x18\x04 \x01(\t\x12)\n\x08metadata\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0b\n\x03job\x18\x06 \x01(\t\x12\x30\n\x0c\x65nqueue_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"#\n\x13GetIngestJobRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"6\n\x14GetIngestJobResponse\x12\x1e\n\x03job\x18\x01 \x01(\x0b\x32\x11.lookalike.v1.Job\"}\n\x11SyncSourceRequest\x12*\n\x06target\x18\x01 \x01(\x0b\x32\x1a.lookalike.v1.IngestTarget\x12&\n\x06source\x18\x02 \x01(\x0b\x32\x16.lookalike.v1.S3Source\x12\x14\n\x0c\x61uto_process\x18\x03 \x01(\x08\"O\n\x12SyncSourceResponse\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\x14\n\x0clisted_count\x18\x02 \x01(\x03\x12\x16\n\x0e\x65nqueued_count\x18\x03 \x01(\x03\"S\n\x14\x44\x65leteObjectsRequest\x12*\n\x06target\x18\x01 \x01(\x0b\x32\x1a.lookalike.v1.IngestTarget\x12\x0f\n\x07objects\x18\x02 \x03(\t\".\n\x15\x44\x65leteObjectsResponse\x12\x15\n\rdeleted_count\x18\x01 \x01(\x03\x32\xed\x02\n\rIngestService\x12Z\n\rIngestObjects\x12\".lookalike.v1.IngestObjectsRequest\x1a#.lookalike.v1.IngestObjectsResponse(\x01\x12U\n\x0cGetIngestJob\x12!.lookalike.v1.GetIngestJobRequest\x1a\".lookalike.v1.GetIngestJobResponse\x12O\n\nSyncSource\x12\x1f.lookalike.v1.SyncSourceRequest\x1a .lookalike.v1.SyncSourceResponse\x12X\n\rDeleteObjects\x12\".lookalike.v1.DeleteObjectsRequest\x1a#.lookalike.v1.DeleteObjectsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lookalike.v1.ingest_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_INGESTOBJECTSREQUEST']._serialized_start=141
-  _globals['_INGESTOBJECTSREQUEST']._serialized_end=307
-  _globals['_INGESTOBJECTSRESPONSE']._serialized_start=309
-  _globals['_INGESTOBJECTSRESPONSE']._serialized_end=390
-  _globals['_INGESTEVENT']._serialized_start=393
-  _globals['_INGESTEVENT']._serialized_end=614
-  _globals['_GETINGESTJOBREQUEST']._serialized_start=616
-  _globals['_GETINGESTJOBREQUEST']._serialized_end=651
-  _globals['_GETINGESTJOBRESPONSE']._serialized_start=653
-  _globals['_GETINGESTJOBRESPONSE']._serialized_end=707
-  _globals['_INGESTSERVICE']._serialized_start=710
-  _globals['_INGESTSERVICE']._serialized_end=904
+  _globals['_INGESTOBJECTSREQUEST']._serialized_start=176
+  _globals['_INGESTOBJECTSREQUEST']._serialized_end=342
+  _globals['_INGESTOBJECTSRESPONSE']._serialized_start=344
+  _globals['_INGESTOBJECTSRESPONSE']._serialized_end=425
+  _globals['_INGESTEVENT']._serialized_start=428
+  _globals['_INGESTEVENT']._serialized_end=649
+  _globals['_GETINGESTJOBREQUEST']._serialized_start=651
+  _globals['_GETINGESTJOBREQUEST']._serialized_end=686
+  _globals['_GETINGESTJOBRESPONSE']._serialized_start=688
+  _globals['_GETINGESTJOBRESPONSE']._serialized_end=742
+  _globals['_SYNCSOURCEREQUEST']._serialized_start=744
+  _globals['_SYNCSOURCEREQUEST']._serialized_end=869
+  _globals['_SYNCSOURCERESPONSE']._serialized_start=871
+  _globals['_SYNCSOURCERESPONSE']._serialized_end=950
+  _globals['_DELETEOBJECTSREQUEST']._serialized_start=952
+  _globals['_DELETEOBJECTSREQUEST']._serialized_end=1035
+  _globals['_DELETEOBJECTSRESPONSE']._serialized_start=1037
+  _globals['_DELETEOBJECTSRESPONSE']._serialized_end=1083
+  _globals['_INGESTSERVICE']._serialized_start=1086
+  _globals['_INGESTSERVICE']._serialized_end=1451
 # @@protoc_insertion_point(module_scope)

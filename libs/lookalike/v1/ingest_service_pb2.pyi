@@ -1,5 +1,6 @@
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from lookalike.v1 import bucket_service_pb2 as _bucket_service_pb2
 from lookalike.v1 import types_pb2 as _types_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -59,3 +60,37 @@ class GetIngestJobResponse(_message.Message):
     JOB_FIELD_NUMBER: _ClassVar[int]
     job: _types_pb2.Job
     def __init__(self, job: _Optional[_Union[_types_pb2.Job, _Mapping]] = ...) -> None: ...
+
+class SyncSourceRequest(_message.Message):
+    __slots__ = ("target", "source", "auto_process")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    AUTO_PROCESS_FIELD_NUMBER: _ClassVar[int]
+    target: _types_pb2.IngestTarget
+    source: _bucket_service_pb2.S3Source
+    auto_process: bool
+    def __init__(self, target: _Optional[_Union[_types_pb2.IngestTarget, _Mapping]] = ..., source: _Optional[_Union[_bucket_service_pb2.S3Source, _Mapping]] = ..., auto_process: bool = ...) -> None: ...
+
+class SyncSourceResponse(_message.Message):
+    __slots__ = ("job", "listed_count", "enqueued_count")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    LISTED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    ENQUEUED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    job: str
+    listed_count: int
+    enqueued_count: int
+    def __init__(self, job: _Optional[str] = ..., listed_count: _Optional[int] = ..., enqueued_count: _Optional[int] = ...) -> None: ...
+
+class DeleteObjectsRequest(_message.Message):
+    __slots__ = ("target", "objects")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    target: _types_pb2.IngestTarget
+    objects: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, target: _Optional[_Union[_types_pb2.IngestTarget, _Mapping]] = ..., objects: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DeleteObjectsResponse(_message.Message):
+    __slots__ = ("deleted_count",)
+    DELETED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    deleted_count: int
+    def __init__(self, deleted_count: _Optional[int] = ...) -> None: ...

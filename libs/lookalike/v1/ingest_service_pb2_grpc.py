@@ -45,6 +45,16 @@ class IngestServiceStub(object):
                 request_serializer=lookalike_dot_v1_dot_ingest__service__pb2.GetIngestJobRequest.SerializeToString,
                 response_deserializer=lookalike_dot_v1_dot_ingest__service__pb2.GetIngestJobResponse.FromString,
                 _registered_method=True)
+        self.SyncSource = channel.unary_unary(
+                '/lookalike.v1.IngestService/SyncSource',
+                request_serializer=lookalike_dot_v1_dot_ingest__service__pb2.SyncSourceRequest.SerializeToString,
+                response_deserializer=lookalike_dot_v1_dot_ingest__service__pb2.SyncSourceResponse.FromString,
+                _registered_method=True)
+        self.DeleteObjects = channel.unary_unary(
+                '/lookalike.v1.IngestService/DeleteObjects',
+                request_serializer=lookalike_dot_v1_dot_ingest__service__pb2.DeleteObjectsRequest.SerializeToString,
+                response_deserializer=lookalike_dot_v1_dot_ingest__service__pb2.DeleteObjectsResponse.FromString,
+                _registered_method=True)
 
 
 class IngestServiceServicer(object):
@@ -64,6 +74,20 @@ class IngestServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SyncSource(self, request, context):
+        """Lists an external S3 source and ingests what is new or changed since the last sync (by ETag).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteObjects(self, request, context):
+        """Removes objects from the store and their vectors from the index.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IngestServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -76,6 +100,16 @@ def add_IngestServiceServicer_to_server(servicer, server):
                     servicer.GetIngestJob,
                     request_deserializer=lookalike_dot_v1_dot_ingest__service__pb2.GetIngestJobRequest.FromString,
                     response_serializer=lookalike_dot_v1_dot_ingest__service__pb2.GetIngestJobResponse.SerializeToString,
+            ),
+            'SyncSource': grpc.unary_unary_rpc_method_handler(
+                    servicer.SyncSource,
+                    request_deserializer=lookalike_dot_v1_dot_ingest__service__pb2.SyncSourceRequest.FromString,
+                    response_serializer=lookalike_dot_v1_dot_ingest__service__pb2.SyncSourceResponse.SerializeToString,
+            ),
+            'DeleteObjects': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteObjects,
+                    request_deserializer=lookalike_dot_v1_dot_ingest__service__pb2.DeleteObjectsRequest.FromString,
+                    response_serializer=lookalike_dot_v1_dot_ingest__service__pb2.DeleteObjectsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -133,6 +167,60 @@ class IngestService(object):
             '/lookalike.v1.IngestService/GetIngestJob',
             lookalike_dot_v1_dot_ingest__service__pb2.GetIngestJobRequest.SerializeToString,
             lookalike_dot_v1_dot_ingest__service__pb2.GetIngestJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SyncSource(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookalike.v1.IngestService/SyncSource',
+            lookalike_dot_v1_dot_ingest__service__pb2.SyncSourceRequest.SerializeToString,
+            lookalike_dot_v1_dot_ingest__service__pb2.SyncSourceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteObjects(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookalike.v1.IngestService/DeleteObjects',
+            lookalike_dot_v1_dot_ingest__service__pb2.DeleteObjectsRequest.SerializeToString,
+            lookalike_dot_v1_dot_ingest__service__pb2.DeleteObjectsResponse.FromString,
             options,
             channel_credentials,
             insecure,

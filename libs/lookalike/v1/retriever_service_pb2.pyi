@@ -2,11 +2,23 @@ from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from lookalike.v1 import types_pb2 as _types_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class QueryInput(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    QUERY_INPUT_UNSPECIFIED: _ClassVar[QueryInput]
+    QUERY_INPUT_AUTO: _ClassVar[QueryInput]
+    QUERY_INPUT_IMAGE: _ClassVar[QueryInput]
+    QUERY_INPUT_TEXT: _ClassVar[QueryInput]
+QUERY_INPUT_UNSPECIFIED: QueryInput
+QUERY_INPUT_AUTO: QueryInput
+QUERY_INPUT_IMAGE: QueryInput
+QUERY_INPUT_TEXT: QueryInput
 
 class Retriever(_message.Message):
     __slots__ = ("name", "display_name", "stages", "create_time")
@@ -35,16 +47,18 @@ class Stage(_message.Message):
     def __init__(self, feature_search: _Optional[_Union[FeatureSearchStage, _Mapping]] = ..., filter: _Optional[_Union[FilterStage, _Mapping]] = ..., rerank: _Optional[_Union[RerankStage, _Mapping]] = ..., fuse: _Optional[_Union[FuseStage, _Mapping]] = ..., dedup: _Optional[_Union[DedupStage, _Mapping]] = ...) -> None: ...
 
 class FeatureSearchStage(_message.Message):
-    __slots__ = ("collection", "feature_extractor", "limit", "filter")
+    __slots__ = ("collection", "feature_extractor", "limit", "filter", "input")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     FEATURE_EXTRACTOR_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
     collection: str
     feature_extractor: str
     limit: int
     filter: _types_pb2.Filter
-    def __init__(self, collection: _Optional[str] = ..., feature_extractor: _Optional[str] = ..., limit: _Optional[int] = ..., filter: _Optional[_Union[_types_pb2.Filter, _Mapping]] = ...) -> None: ...
+    input: QueryInput
+    def __init__(self, collection: _Optional[str] = ..., feature_extractor: _Optional[str] = ..., limit: _Optional[int] = ..., filter: _Optional[_Union[_types_pb2.Filter, _Mapping]] = ..., input: _Optional[_Union[QueryInput, str]] = ...) -> None: ...
 
 class FilterStage(_message.Message):
     __slots__ = ("filter",)
@@ -67,10 +81,12 @@ class FuseStage(_message.Message):
     def __init__(self, k: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class DedupStage(_message.Message):
-    __slots__ = ("max_hamming_distance",)
+    __slots__ = ("max_hamming_distance", "collapse")
     MAX_HAMMING_DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    COLLAPSE_FIELD_NUMBER: _ClassVar[int]
     max_hamming_distance: int
-    def __init__(self, max_hamming_distance: _Optional[int] = ...) -> None: ...
+    collapse: bool
+    def __init__(self, max_hamming_distance: _Optional[int] = ..., collapse: bool = ...) -> None: ...
 
 class CreateRetrieverRequest(_message.Message):
     __slots__ = ("parent", "retriever_id", "retriever")
@@ -153,7 +169,7 @@ class ExecuteRetrieverResponse(_message.Message):
     def __init__(self, documents: _Optional[_Iterable[_Union[Document, _Mapping]]] = ..., stage_timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ...) -> None: ...
 
 class Document(_message.Message):
-    __slots__ = ("object", "content_id", "score", "preview_url", "box", "inlier_count", "filename", "metadata", "stage_scores")
+    __slots__ = ("object", "content_id", "score", "preview_url", "box", "inlier_count", "filename", "metadata", "stage_scores", "duplicate_of", "duplicates")
     class StageScoresEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -170,6 +186,8 @@ class Document(_message.Message):
     FILENAME_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     STAGE_SCORES_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_OF_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
     object: str
     content_id: str
     score: float
@@ -179,7 +197,9 @@ class Document(_message.Message):
     filename: str
     metadata: _struct_pb2.Struct
     stage_scores: _containers.ScalarMap[str, float]
-    def __init__(self, object: _Optional[str] = ..., content_id: _Optional[str] = ..., score: _Optional[float] = ..., preview_url: _Optional[str] = ..., box: _Optional[_Union[_types_pb2.BoundingBox, _Mapping]] = ..., inlier_count: _Optional[int] = ..., filename: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., stage_scores: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    duplicate_of: str
+    duplicates: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, object: _Optional[str] = ..., content_id: _Optional[str] = ..., score: _Optional[float] = ..., preview_url: _Optional[str] = ..., box: _Optional[_Union[_types_pb2.BoundingBox, _Mapping]] = ..., inlier_count: _Optional[int] = ..., filename: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., stage_scores: _Optional[_Mapping[str, float]] = ..., duplicate_of: _Optional[str] = ..., duplicates: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class StageTiming(_message.Message):
     __slots__ = ("stage", "milliseconds", "output_count")
