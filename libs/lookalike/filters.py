@@ -260,6 +260,23 @@ def _py(value: types_pb2.ScalarValue) -> object:
     return getattr(value, value.WhichOneof("kind") or "string_value")
 
 
+def _type(value: object) -> str:
+    """Milvus compares JSON values only within one type: bool, number (int or double), string."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    return "string" if isinstance(value, str) else "other"  # null, list, object: equal to no literal
+
+
+def _equal(actual: object, expected: object) -> bool:
+    return _type(actual) != "other" and _type(actual) == _type(expected) and actual == expected
+
+
+def _ordered(actual: object, expected: object) -> bool:
+    return _type(actual) in ("number", "string") and _type(actual) == _type(expected)
+
+
 def matches(flt: types_pb2.Filter, metadata: dict, depth: int = 0) -> bool:
     """Same semantics as the compiled expression; a missing field never matches a comparison."""
     if depth > MAX_DEPTH:
@@ -279,25 +296,27 @@ def matches(flt: types_pb2.Filter, metadata: dict, depth: int = 0) -> bool:
         return cond.operator in (Op.OPERATOR_NE, Op.OPERATOR_NOT_IN)
     actual = metadata[cond.field]
     op = cond.operator
-    try:
-        if op == Op.OPERATOR_EQ:
-            return actual == _py(cond.value)
-        if op == Op.OPERATOR_NE:
-            return actual != _py(cond.value)
+    # Python's True == 1 and True < 2 are not Milvus's: values of different types never compare
+    # equal (so != holds) and never order (so <, > fail).
+    if op == Op.OPERATOR_EQ:
+        return _equal(actual, _py(cond.value))
+    if op == Op.OPERATOR_NE:
+        return not _equal(actual, _py(cond.value))
+    if op in _ORDERED:
+        expected = _py(cond.value)
+        if not _ordered(actual, expected):
+            return False
         if op == Op.OPERATOR_LT:
-            return actual < _py(cond.value)
+            return actual < expected
         if op == Op.OPERATOR_LE:
-            return actual <= _py(cond.value)
+            return actual <= expected
         if op == Op.OPERATOR_GT:
-            return actual > _py(cond.value)
-        if op == Op.OPERATOR_GE:
-            return actual >= _py(cond.value)
-        if op == Op.OPERATOR_IN:
-            return actual in [_py(v) for v in cond.values]
-        if op == Op.OPERATOR_NOT_IN:
-            return actual not in [_py(v) for v in cond.values]
-        if op == Op.OPERATOR_CONTAINS:
-            return isinstance(actual, list) and _py(cond.value) in actual
-    except TypeError:  # e.g. "a" < 3: incomparable types never match
-        return False
+            return actual > expected
+        return actual >= expected
+    if op == Op.OPERATOR_IN:
+        return any(_equal(actual, _py(v)) for v in cond.values)
+    if op == Op.OPERATOR_NOT_IN:
+        return not any(_equal(actual, _py(v)) for v in cond.values)
+    if op == Op.OPERATOR_CONTAINS:
+        return isinstance(actual, list) and any(_equal(item, _py(cond.value)) for item in actual)
     raise InvalidArgument(f"filter on {cond.field!r}: operator is missing or unknown")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from lookalike import names
@@ -11,9 +12,12 @@ from lookalike.v1 import bucket_service_pb2, encoder_service_pb2, namespace_serv
 from lookalike.v1 import collection_service_pb2 as pb
 from lookalike.v1 import collection_service_pb2_grpc as grpc_pb
 from services.gateway.context import GatewayContext
+from services.gateway.duplicates import group_near_duplicates, max_pairwise_distance
 from services.gateway.namespaces import now
 
 DEFAULT_EXTRACTORS = ["effnet-lite0", "phash"]
+PHASH = "phash"
+DEFAULT_DUPLICATE_DISTANCE = 6
 
 
 class CollectionServicer(grpc_pb.CollectionServiceServicer):
@@ -85,6 +89,45 @@ class CollectionServicer(grpc_pb.CollectionServiceServicer):
         )
         await self.ctx.resources.delete(request.name)
         return pb.DeleteCollectionResponse()
+
+    @rpc
+    async def GetDuplicateReport(self, request: pb.GetDuplicateReportRequest, context: Any) -> pb.GetDuplicateReportResponse:
+        name = names.parse(request.name, "collections")
+        collection = await self.ctx.resources.get(request.name, pb.Collection)
+        if PHASH not in [e.name for e in collection.feature_extractors]:
+            raise FailedPrecondition(f"{request.name} has no {PHASH!r} extractor; create it with one to find duplicates")
+        max_distance = request.max_hamming_distance or DEFAULT_DUPLICATE_DISTANCE
+        if max_distance > 32:
+            raise InvalidArgument("max_hamming_distance must be at most 32 (of 64 bits)")
+        buckets = await self.ctx.resources.list(name.parent, "buckets", bucket_service_pb2.Bucket)
+        ids: set[str] = set()
+        for bucket in buckets:
+            if bucket.collection == request.name:
+                ids.update(await asyncio.to_thread(self._content_ids, f"{bucket.name}/objects/"))
+        hashes: dict[str, int] = {}
+        info: dict[str, tuple[str, str]] = {}
+        ordered = sorted(ids)
+        for start in range(0, len(ordered), 1000):
+            response = await self.ctx.clients.search.GetVectors(
+                search_service_pb2.GetVectorsRequest(collection=request.name, extractor=PHASH, ids=ordered[start : start + 1000])
+            )
+            for record in response.records:
+                hashes[record.id] = int.from_bytes(record.vector.binary, "big")
+                info[record.id] = (record.object, record.filename)
+        groups = []
+        for group in group_near_duplicates(hashes, max_distance):
+            groups.append(
+                pb.DuplicateGroup(
+                    objects=[info[i][0] for i in group],
+                    filenames=[info[i][1] for i in group],
+                    max_distance=max_pairwise_distance(hashes, group),
+                )
+            )
+        return pb.GetDuplicateReportResponse(groups=groups, image_count=len(hashes))
+
+    def _content_ids(self, prefix: str) -> list[str]:
+        store = self.ctx.store
+        return [obj.object_name.rsplit("/", 1)[-1] for obj in store.client.list_objects(store.bucket, prefix=prefix, recursive=True)]
 
     @rpc
     async def ListFeatureExtractors(self, request: pb.ListFeatureExtractorsRequest, context: Any) -> pb.ListFeatureExtractorsResponse:

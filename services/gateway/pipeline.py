@@ -13,6 +13,7 @@ from lookalike.errors import FailedPrecondition, InvalidArgument
 from lookalike.filters import compile_filter, matches
 from lookalike.v1 import collection_service_pb2, encoder_service_pb2, rerank_service_pb2, search_service_pb2, types_pb2
 from lookalike.v1 import retriever_service_pb2 as pb
+from lookalike.server import remaining_timeout
 from services.gateway.context import GatewayContext
 
 MAX_LIMIT = 1000
@@ -20,6 +21,9 @@ DEFAULT_LIMIT = 10
 DEFAULT_RRF_K = 60
 DEFAULT_DEDUP_DISTANCE = 6
 PHASH = "phash"
+DEFAULT_BUDGET_S = 30.0
+# relative share of the deadline per stage kind (rerank does image work per candidate)
+STAGE_WEIGHTS = {"feature_search": 1.0, "rerank": 4.0, "dedup": 0.5, "filter": 0.1, "fuse": 0.1}
 
 
 @dataclass
@@ -32,6 +36,8 @@ class Candidate:
     stage_scores: dict[str, float] = field(default_factory=dict)
     box: types_pb2.BoundingBox | None = None
     inlier_count: int = 0
+    duplicate_of: str = ""
+    duplicates: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -77,6 +83,9 @@ async def validate_stages(ctx: GatewayContext, namespace: str, stages: list[pb.S
                 raise InvalidArgument(f"{label}: {fs.collection} has no extractor {fs.feature_extractor!r} (it has {', '.join(available)})")
             if fs.HasField("filter"):
                 compile_filter(fs.filter)
+            extractor = next(e for e in collection.feature_extractors if e.name == (fs.feature_extractor or available[0]))
+            if fs.input == pb.QUERY_INPUT_TEXT and not extractor.supports_text:
+                raise InvalidArgument(f"{label}: extractor {extractor.name!r} cannot embed text; use an extractor with a text path (e.g. concepts)")
             searches += 1
             continue
         if searches == 0:
@@ -98,13 +107,20 @@ class Pipeline:
         self.collections = collections
         self._vectors: dict[str, types_pb2.Vector] = {}
 
-    async def _query_vector(self, extractor: types_pb2.ExtractorInfo, query: Query) -> types_pb2.Vector:
-        if extractor.name in self._vectors:
-            return self._vectors[extractor.name]
+    async def _query_vector(self, extractor: types_pb2.ExtractorInfo, query: Query, source: int, timeout: float) -> types_pb2.Vector:
+        """The query's embedding for one extractor, from its image or its text (once per pair)."""
+        use_image = source == pb.QUERY_INPUT_IMAGE or (source in (pb.QUERY_INPUT_AUTO, pb.QUERY_INPUT_UNSPECIFIED) and bool(query.image))
+        if source == pb.QUERY_INPUT_IMAGE and not query.image:
+            raise InvalidArgument(f"this retriever searches {extractor.name!r} with the query image; give one")
+        if source == pb.QUERY_INPUT_TEXT and not query.text:
+            raise InvalidArgument(f"this retriever searches {extractor.name!r} with the query text; give some")
+        key = f"{extractor.name}:{'image' if use_image else 'text'}"
+        if key in self._vectors:
+            return self._vectors[key]
         clients = self.ctx.clients
-        if query.image:
+        if use_image:
             response = await clients.encoder.EncodeImages(
-                encoder_service_pb2.EncodeImagesRequest(extractors=[extractor.name], images=[query.image])
+                encoder_service_pb2.EncodeImagesRequest(extractors=[extractor.name], images=[query.image]), timeout=timeout
             )
             encoded = response.images[0]
             if encoded.error:
@@ -113,18 +129,22 @@ class Pipeline:
         elif query.text:
             if not extractor.supports_text:
                 raise FailedPrecondition(f"extractor {extractor.name!r} cannot embed text; query with an image")
-            response = await clients.encoder.EncodeText(encoder_service_pb2.EncodeTextRequest(extractor=extractor.name, texts=[query.text]))
+            response = await clients.encoder.EncodeText(
+                encoder_service_pb2.EncodeTextRequest(extractor=extractor.name, texts=[query.text]), timeout=timeout
+            )
             vector = response.vectors[0]
         else:
             raise InvalidArgument("the query needs an image, an image URL or text")
-        self._vectors[extractor.name] = vector
+        self._vectors[key] = vector
         return vector
 
-    async def _feature_search(self, label: str, stage: pb.FeatureSearchStage, query: Query, extra: types_pb2.Filter | None) -> list[Candidate]:
+    async def _feature_search(
+        self, label: str, stage: pb.FeatureSearchStage, query: Query, extra: types_pb2.Filter | None, timeout: float
+    ) -> list[Candidate]:
         collection = self.collections[stage.collection]
         extractors = {e.name: e for e in collection.feature_extractors}
         extractor = extractors[stage.feature_extractor] if stage.feature_extractor else collection.feature_extractors[0]
-        vector = await self._query_vector(extractor, query)
+        vector = await self._query_vector(extractor, query, stage.input, timeout)
         filters = [f for f in (stage.filter if stage.HasField("filter") else None, extra) if f is not None and f.WhichOneof("kind")]
         request = search_service_pb2.SearchRequest(
             collection=stage.collection, extractor=extractor.name, vector=vector, limit=stage.limit or DEFAULT_LIMIT
@@ -133,20 +153,21 @@ class Pipeline:
             request.filter.CopyFrom(filters[0])
         elif filters:
             request.filter.CopyFrom(types_pb2.Filter(all_of=types_pb2.FilterGroup(filters=filters)))
-        response = await self.ctx.clients.search.Search(request)
+        response = await self.ctx.clients.search.Search(request, timeout=timeout)
         return [
             Candidate(h.id, h.object, h.filename, h.metadata, h.score, {label: h.score}) for h in response.hits
         ]
 
-    async def _rerank(self, label: str, stage: pb.RerankStage, query: Query, candidates: list[Candidate]) -> list[Candidate]:
-        if not query.image:
+    async def _rerank(self, label: str, stage: pb.RerankStage, query: Query, candidates: list[Candidate], timeout: float) -> list[Candidate]:
+        if not query.image or not candidates:
             return candidates[: stage.limit or len(candidates)]  # nothing to verify geometry against
         response = await self.ctx.clients.rerank.Rerank(
             rerank_service_pb2.RerankRequest(
                 query_image=query.image,
                 candidates=[rerank_service_pb2.RerankCandidate(id=c.id, object=c.object, score=c.score) for c in candidates],
                 limit=stage.limit or len(candidates),
-            )
+            ),
+            timeout=timeout,
         )
         by_id = {c.id: c for c in candidates}
         out = []
@@ -177,24 +198,47 @@ class Pipeline:
             c.stage_scores[label] = c.score
         return ordered[: stage.limit or len(ordered)]
 
-    async def _dedup(self, stage: pb.DedupStage, candidates: list[Candidate]) -> list[Candidate]:
+    async def _dedup(self, stage: pb.DedupStage, candidates: list[Candidate], timeout: float) -> list[Candidate]:
+        """Best first: each candidate within the distance of a better one is marked as its duplicate
+        (or, with collapse, folded into it)."""
         threshold = stage.max_hamming_distance or DEFAULT_DEDUP_DISTANCE
         hashes: dict[str, int] = {}
+        if not candidates:
+            return candidates
         for collection in self.collections:
             response = await self.ctx.clients.search.GetVectors(
-                search_service_pb2.GetVectorsRequest(collection=collection, extractor=PHASH, ids=[c.id for c in candidates])
+                search_service_pb2.GetVectorsRequest(collection=collection, extractor=PHASH, ids=[c.id for c in candidates]),
+                timeout=timeout,
             )
             for record in response.records:
                 hashes[record.id] = int.from_bytes(record.vector.binary, "big")
-        kept: list[Candidate] = []
-        for c in candidates:  # best first: keep the best of each near-duplicate group
+        representatives: list[Candidate] = []
+        out: list[Candidate] = []
+        for c in candidates:
             h = hashes.get(c.id)
-            if h is not None and any((h ^ hashes[k.id]).bit_count() <= threshold for k in kept if k.id in hashes):
-                continue
-            kept.append(c)
-        return kept
+            original = next(
+                (r for r in representatives if h is not None and r.id in hashes and (h ^ hashes[r.id]).bit_count() <= threshold), None
+            )
+            if original is None:
+                representatives.append(c)
+                out.append(c)
+            elif stage.collapse:
+                original.duplicates.append(c.object)
+            else:
+                c.duplicate_of = original.object
+                out.append(c)
+        return out
 
-    async def run(self, query: Query, extra: types_pb2.Filter | None, limit: int) -> tuple[list[Candidate], list[pb.StageTiming]]:
+    def _budget(self, index: int, total: float) -> float:
+        """This stage's share of what is left of the deadline: by weight over the stages left, so a
+        slow stage cannot starve the ones after it."""
+        remaining = remaining_timeout(total)
+        weights = [STAGE_WEIGHTS.get(s.WhichOneof("kind") or "", 1.0) for s in self.retriever.stages[index:]]
+        return max(0.05, remaining * weights[0] / sum(weights))
+
+    async def run(
+        self, query: Query, extra: types_pb2.Filter | None, limit: int, total_budget: float = DEFAULT_BUDGET_S
+    ) -> tuple[list[Candidate], list[pb.StageTiming]]:
         candidates: list[Candidate] = []
         searches: list[list[Candidate]] = []
         timings = []
@@ -202,16 +246,17 @@ class Pipeline:
             label = stage_label(i, stage)
             started = time.perf_counter()
             kind = stage.WhichOneof("kind")
+            budget = self._budget(i, total_budget)
             if kind == "feature_search":
-                candidates = await self._feature_search(label, stage.feature_search, query, extra)
+                candidates = await self._feature_search(label, stage.feature_search, query, extra, budget)
                 searches.append(candidates)
             elif kind == "filter":
                 candidates = [c for c in candidates if matches(stage.filter.filter, json_format.MessageToDict(c.metadata))]
             elif kind == "rerank":
-                candidates = await self._rerank(label, stage.rerank, query, candidates)
+                candidates = await self._rerank(label, stage.rerank, query, candidates, budget)
             elif kind == "fuse":
                 candidates = self._fuse(label, stage.fuse, searches)
             elif kind == "dedup":
-                candidates = await self._dedup(stage.dedup, candidates)
+                candidates = await self._dedup(stage.dedup, candidates, budget)
             timings.append(pb.StageTiming(stage=label, milliseconds=(time.perf_counter() - started) * 1000, output_count=len(candidates)))
         return candidates[: limit or len(candidates)], timings

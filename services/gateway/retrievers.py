@@ -88,6 +88,8 @@ class RetrieverServicer(grpc_pb.RetrieverServiceServicer):
                 filename=c.filename,
                 metadata=c.metadata,
                 stage_scores=c.stage_scores,
+                duplicate_of=c.duplicate_of,
+                duplicates=c.duplicates,
             )
             if c.box is not None:
                 doc.box.CopyFrom(c.box)
