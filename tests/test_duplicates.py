@@ -30,7 +30,8 @@ def test_pairs_match_brute_force(base: list[int], flips: list[list[int]], distan
 
 
 def test_groups_are_connected_components() -> None:
-    hashes = {"a": 0, "b": 0b111, "c": 0b111111, "d": 2**63, "e": 2**63 | 1}
+    full = 2**64 - 1
+    hashes = {"a": 0, "b": 0b111, "c": 0b111111, "d": full, "e": full ^ 1}
     assert group_near_duplicates(hashes, 3) == [["a", "b", "c"], ["d", "e"]]
     assert max_pairwise_distance(hashes, ["a", "b", "c"]) == 6
     assert group_near_duplicates(hashes, 0) == []
