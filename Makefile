@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 RUN_DIR ?= .run
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help setup setup-export proto proto-lint models up down status demo test test-unit bench lint clean
+.PHONY: help setup setup-export proto proto-lint models up down status demo test test-unit bench eval lint clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -117,3 +117,8 @@ deploy-lint: helm-template ## hadolint the Dockerfile; validate both kustomize o
 	  $(TOOLS_BIN)/helm lint --strict $(DEPLOY_OUT)/chart/lookalike --kube-version $(K8S_VERSION) -f helm/lookalike/values-$$env.yaml || exit 1; \
 	  $(TOOLS_BIN)/kubernetes-validate --strict --quiet -k $(K8S_VERSION) $(DEPLOY_OUT)/helm-$$env.yaml || exit 1; \
 	done
+
+DEV ?= ../shared/eval/dev
+eval: setup ## retrieval quality of the whole pipeline on a copy-detection set: make eval DEV=path/to/set
+	rm -rf .run-eval
+	$(BIN)/python -m bench.eval_retrieval $(DEV) --dir .run-eval

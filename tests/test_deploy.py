@@ -397,7 +397,7 @@ def test_helm_gpu_encoder_uses_the_gpu_image(tools: dict[str, str], tool_env: di
         ({"encoder": {"backend": "tensorflow"}}, "/encoder/backend"),
         ({"ingestWorker": {"autoscaling": {"maxReplicas": 0}}}, "/ingestWorker/autoscaling/maxReplicas"),
         ({"endpoints": {"nats": {"url": "http://nats:4222"}}}, "/endpoints/nats/url"),
-        ({"extraConfig": {"RPC_TIMEOUT_S": "5"}}, "/extraConfig"),
+        ({"extraConfig": {"RPC_TIMEOUT_S": "5"}}, "RPC_TIMEOUT_S"),
         ({"gatway": {"replicas": 1}}, "gatway"),
     ],
 )

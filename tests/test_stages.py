@@ -122,3 +122,25 @@ def test_invalid_stage_lists(catalog: Catalog, gateway: Gateway, stages: str) ->
     with pytest.raises(grpc.RpcError) as err:
         create(catalog, f"bad-{stages}", stage_list)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+
+
+def test_cli_builds_two_stage_retriever_and_reports_duplicates(catalog: Catalog, mesh, photos: dict[str, bytes], tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from typer.testing import CliRunner
+
+    from lookalike.cli import app
+
+    runner = CliRunner()
+    common = ["--gateway", mesh.gateway_addr, "--namespace", catalog.namespace]
+    result = runner.invoke(app, ["retrievers", "create", "seed", "-c", "photos", "-s", "effnet-lite0:50", "--rerank", "12", *common])
+    assert result.exit_code == 0, result.output
+    assert "feature_search → rerank" in result.output
+    query = tmp_path / "q.jpg"
+    query.write_bytes(photos["china"])
+    result = runner.invoke(app, ["search", str(query), "--retriever", "seed", "--json", *common])
+    documents = json.loads(result.output)["documents"]
+    assert documents[0]["filename"] == "china.jpg" and "box" in documents[0]
+    result = runner.invoke(app, ["duplicates", "-c", "photos", *common])
+    assert result.exit_code == 0, result.output
+    assert "1 groups, 2 near-duplicates among 7 images" in result.output

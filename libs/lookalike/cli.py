@@ -320,13 +320,36 @@ def collections_list(namespace: NamespaceOpt = "default", gateway: GatewayOpt = 
 def retrievers_create(
     retriever_id: str,
     collection: Annotated[str, typer.Option("--collection", "-c")] = "images",
-    limit: Annotated[int, typer.Option(help="feature_search limit")] = 50,
-    rerank: Annotated[int, typer.Option(help="add a rerank stage with this limit (0: none)")] = 0,
+    search: Annotated[list[str], typer.Option(
+        "--search", "-s", help="a feature_search stage: EXTRACTOR[:LIMIT[:image|text]], repeatable (default effnet-lite0:50)")] = [],
+    fuse: Annotated[int, typer.Option(help="fuse the searches with reciprocal rank fusion, this k (default 60 when several)")] = 0,
+    filter_text: Annotated[Optional[str], typer.Option("--filter", "-f", help="a filter stage")] = None,
+    dedup: Annotated[int, typer.Option(help="a dedup stage with this pHash distance (0: none)")] = 0,
+    collapse: Annotated[bool, typer.Option(help="dedup collapses near-duplicates instead of marking them")] = False,
+    rerank: Annotated[int, typer.Option(help="a rerank stage with this limit (0: none)")] = 0,
     namespace: NamespaceOpt = "default",
     gateway: GatewayOpt = "127.0.0.1:50051",
 ) -> None:
-    stages = [retriever_service_pb2.Stage(feature_search=retriever_service_pb2.FeatureSearchStage(
-        collection=f"namespaces/{namespace}/collections/{collection}", limit=limit))]
+    """Create a retriever: searches → [fuse] → [filter] → [dedup] → [rerank].
+
+    e.g. the two-stage visual search:  -s effnet-lite0:50 --rerank 12
+    and a hybrid text + image search:  -s effnet-lite0:50:image -s concepts:50:text --rerank 12
+    """
+    inputs = {"image": retriever_service_pb2.QUERY_INPUT_IMAGE, "text": retriever_service_pb2.QUERY_INPUT_TEXT, "auto": retriever_service_pb2.QUERY_INPUT_AUTO}
+    stages = []
+    for spec in search or ["effnet-lite0:50"]:
+        extractor, limit, source = (spec.split(":") + ["", ""])[:3]
+        if source and source not in inputs:
+            raise typer.BadParameter(f"--search {spec!r}: input must be image, text or auto")
+        stages.append(retriever_service_pb2.Stage(feature_search=retriever_service_pb2.FeatureSearchStage(
+            collection=f"namespaces/{namespace}/collections/{collection}", feature_extractor=extractor,
+            limit=int(limit or 50), input=inputs[source or "auto"])))
+    if fuse or len(stages) > 1:
+        stages.append(retriever_service_pb2.Stage(fuse=retriever_service_pb2.FuseStage(k=fuse or 60)))
+    if filter_text:
+        stages.append(retriever_service_pb2.Stage(filter=retriever_service_pb2.FilterStage(filter=parse_filter_text(filter_text))))
+    if dedup:
+        stages.append(retriever_service_pb2.Stage(dedup=retriever_service_pb2.DedupStage(max_hamming_distance=dedup, collapse=collapse)))
     if rerank:
         stages.append(retriever_service_pb2.Stage(rerank=retriever_service_pb2.RerankStage(limit=rerank)))
     try:
@@ -336,9 +359,35 @@ def retrievers_create(
             ),
             timeout=30,
         )
-        console.print(f"created {response.retriever.name} ({len(stages)} stages)")
+        kinds = " → ".join(st.WhichOneof("kind") for st in response.retriever.stages)
+        console.print(f"created {response.retriever.name}: {kinds}")
     except grpc.RpcError as exc:
         _fail(exc)
+
+
+@app.command("duplicates")
+def duplicates_cmd(
+    collection: Annotated[str, typer.Option("--collection", "-c")] = "images",
+    distance: Annotated[int, typer.Option(help="max pHash Hamming distance (of 64 bits)")] = 6,
+    namespace: NamespaceOpt = "default",
+    gateway: GatewayOpt = "127.0.0.1:50051",
+) -> None:
+    """Groups of near-duplicate images in a collection (copy detection)."""
+    try:
+        report = Gateway(gateway).collections.GetDuplicateReport(
+            collection_service_pb2.GetDuplicateReportRequest(
+                name=f"namespaces/{namespace}/collections/{collection}", max_hamming_distance=distance
+            ),
+            timeout=300,
+        )
+    except grpc.RpcError as exc:
+        _fail(exc)
+    table = Table("group", "images", "max distance", "files")
+    for i, group in enumerate(report.groups, start=1):
+        table.add_row(str(i), str(len(group.objects)), str(group.max_distance), "\n".join(group.filenames))
+    console.print(table)
+    duplicates = sum(len(g.objects) - 1 for g in report.groups)
+    console.print(f"{len(report.groups)} groups, {duplicates} near-duplicates among {report.image_count} images")
 
 
 if __name__ == "__main__":
