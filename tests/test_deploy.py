@@ -40,14 +40,29 @@ METRICS_PORT = 9090
 # ---- tools ----------------------------------------------------------------------------------------
 
 
+def _usable(name: str, path: str) -> bool:
+    """kubectl must bring kustomize v5 (an old distribution kubectl does not)."""
+    if name != "kubectl":
+        return True
+    proc = subprocess.run([path, "version", "--client", "-o", "json"], capture_output=True, text=True, timeout=60)
+    try:
+        version = json.loads(proc.stdout).get("kustomizeVersion", "v0")
+    except json.JSONDecodeError:
+        return False
+    return int(re.match(r"v?(\d+)", version).group(1)) >= 5
+
+
 def _find_tools() -> dict[str, str]:
     found = {}
     for name in TOOL_NAMES:
         local = TOOLS_BIN / name
-        if local.is_file() and os.access(local, os.X_OK):
-            found[name] = str(local)
-        elif path := shutil.which(name):
-            found[name] = path
+        candidates = [str(local)] if local.is_file() and os.access(local, os.X_OK) else []
+        if path := shutil.which(name):
+            candidates.append(path)
+        for candidate in candidates:
+            if _usable(name, candidate):
+                found[name] = candidate
+                break
     return found
 
 

@@ -20,8 +20,11 @@ from lookalike.v1 import (
 )
 
 # Retry only what is safe to retry: a peer that is briefly unavailable (restart, rollout).
+# round_robin: with a headless Service (one DNS record per pod) calls spread over every replica,
+# instead of pinning each client to the first address it resolved.
 _SERVICE_CONFIG = json.dumps(
     {
+        "loadBalancingConfig": [{"round_robin": {}}],
         "methodConfig": [
             {
                 "name": [{}],

@@ -18,8 +18,9 @@ MAX_REDIRECTS = 3
 
 
 def _address_allowed(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address) and (ip.ipv4_mapped or ip.sixtofour):
+        # ::ffff:a.b.c.d and 6to4 2002:AABB:CCDD:: reach the embedded IPv4 address
+        ip = ip.ipv4_mapped or ip.sixtofour
     return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_link_local or ip.is_loopback or ip.is_private)
 
 
@@ -54,19 +55,28 @@ class UrlFetcher:
     async def _fetch(self, url: str) -> bytes:
         async with httpx.AsyncClient(follow_redirects=False, timeout=self.timeout_s, trust_env=False) as client:
             for _ in range(MAX_REDIRECTS + 1):
-                parts = urlsplit(url)
+                try:
+                    parts = urlsplit(url)
+                    explicit_port = parts.port  # ValueError when not a number in 0-65535
+                except ValueError as exc:
+                    raise InvalidArgument(f"invalid image URL: {exc}") from exc
                 if parts.scheme not in ("http", "https"):
                     raise InvalidArgument(f"image URL must be http(s), got {parts.scheme or 'no'} scheme")
                 if not parts.hostname:
                     raise InvalidArgument("image URL has no host")
                 if parts.username or parts.password:
                     raise InvalidArgument("image URL must not carry credentials")
-                port = parts.port or (443 if parts.scheme == "https" else 80)
-                ip = await resolve(parts.hostname, port, self.allow_private)
+                try:  # an international name as its ASCII (punycode) form, for the Host header
+                    host = parts.hostname.encode("idna").decode("ascii")
+                except UnicodeError as exc:
+                    raise InvalidArgument(f"image URL host {parts.hostname!r} is not a valid host name") from exc
+                port = explicit_port or (443 if parts.scheme == "https" else 80)
+                ip = await resolve(host, port, self.allow_private)
                 netloc = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
                 pinned = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
-                headers = {"Host": parts.netloc.rsplit("@", 1)[-1], "Accept": "image/*"}
-                request = client.build_request("GET", pinned, headers=headers, extensions={"sni_hostname": parts.hostname})
+                host_header = (f"[{host}]" if ":" in host else host) + (f":{explicit_port}" if explicit_port else "")
+                headers = {"Host": host_header, "Accept": "image/*"}
+                request = client.build_request("GET", pinned, headers=headers, extensions={"sni_hostname": host})
                 try:
                     response = await client.send(request, stream=True)
                 except httpx.HTTPError as exc:
