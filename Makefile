@@ -122,3 +122,21 @@ DEV ?= ../shared/eval/dev
 eval: setup ## retrieval quality of the whole pipeline on a copy-detection set: make eval DEV=path/to/set
 	rm -rf .run-eval
 	$(BIN)/python -m bench.eval_retrieval $(DEV) --dir .run-eval
+
+# ---- web page tests: a real headless browser -------------------------------------------------------
+# Debian's chromium from apt-get (only if missing) and Playwright for Python (pyproject's `browser`
+# extra). Playwright drives /usr/bin/chromium; it never downloads a browser of its own.
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: browser-deps
+
+$(VENV)/.installed-browser: pyproject.toml | $(VENV)/.installed
+	$(BIN)/pip install -e ".[dev,browser]"
+	touch $@
+
+browser-deps: $(VENV)/.installed-browser ## Debian's chromium (apt-get, if missing) and Playwright, for tests/test_web.py
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium; \
+	fi
+	$(CHROMIUM) --version

@@ -123,7 +123,9 @@ def norm_value(value: types_pb2.ScalarValue) -> tuple[str, Any]:
         return ("s", value.string_value)
     if kind == "bool_value":
         return ("b", value.bool_value)
-    return ("n", getattr(value, kind))  # ints and doubles are both numbers (5 == 5.0)
+    # ints and doubles are both numbers (5 == 5.0), compared as the doubles metadata holds (an IN
+    # list mixing ints and doubles is written with doubles only)
+    return ("n", float(getattr(value, kind)))
 
 
 OP_NAMES = {
@@ -260,8 +262,7 @@ class ExprParser:
         if kind == "str":
             return ("s", json.loads(text))
         if kind == "num":
-            number = float(text) if any(ch in text for ch in ".eE") else int(text)
-            return ("n", number)
+            return ("n", float(text))
         assert (kind, text) in (("word", "true"), ("word", "false")), f"not a literal: {(kind, text)}"
         return ("b", text == "true")
 

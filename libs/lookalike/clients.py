@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 
 from lookalike.config import Settings
-from lookalike.logs import request_id_var
+from lookalike.logs import outgoing_traceparent, request_id_var
 from lookalike.server import remaining_timeout
 from lookalike.v1 import (
     encoder_service_pb2_grpc,
@@ -54,6 +54,8 @@ class _DeadlineInterceptor(
         metadata = grpc.aio.Metadata(*(details.metadata or ()))
         if (rid := request_id_var.get()) and "x-request-id" not in metadata:
             metadata.add("x-request-id", rid)
+        if (traceparent := outgoing_traceparent()) and "traceparent" not in metadata:
+            metadata.add("traceparent", traceparent)
         return grpc.aio.ClientCallDetails(
             details.method, timeout, metadata, details.credentials, details.wait_for_ready
         )

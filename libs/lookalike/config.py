@@ -85,6 +85,15 @@ class Settings(BaseSettings):
     resource_bucket: str = "lookalike_resources"
     job_bucket: str = "lookalike_jobs"
 
+    # gateway security
+    # Require `authorization: Bearer <key>` on every public call (keys per namespace, stored hashed).
+    auth_enabled: bool = False
+    # The operator's key: may create namespaces and API keys. Give it through a Secret.
+    admin_api_key: str = ""
+    # Serve TLS with this certificate chain and key (PEM files); plaintext when unset.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+
     def listen_address(self, own_addr: str) -> str:
         return self.listen_addr or own_addr
 

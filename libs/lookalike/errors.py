@@ -40,3 +40,7 @@ class Unavailable(LookalikeError):
 
 class PermissionDenied(LookalikeError):
     code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class Unauthenticated(LookalikeError):
+    code = grpc.StatusCode.UNAUTHENTICATED

@@ -20,7 +20,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError, NotFoundError
 
 from lookalike.config import Settings
 
@@ -173,7 +173,7 @@ class RecordStore:
     async def list(self, prefix: str) -> list[dict[str, Any]]:
         try:
             keys = await self._kv.keys()
-        except NotFoundError:  # an empty bucket raises instead of returning []
+        except (NotFoundError, NoKeysError):  # an empty bucket raises instead of returning []
             return []
         out = []
         for key in sorted(keys):

@@ -24,7 +24,7 @@ from prometheus_client import Counter, Histogram, start_http_server
 
 from lookalike.config import Settings
 from lookalike.errors import LookalikeError
-from lookalike.logs import configure_logging, request_id_var
+from lookalike.logs import configure_logging, continue_trace, request_id_var, trace_var
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +63,16 @@ def rpc(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
         metadata = dict(context.invocation_metadata() or ())
         rid_token = request_id_var.set(str(metadata.get("x-request-id") or uuid.uuid4().hex[:16]))
+        trace_token = trace_var.set(continue_trace(str(metadata.get("traceparent") or "")))
         remaining = context.time_remaining()
         deadline_token = deadline_var.set(time.monotonic() + remaining if remaining is not None else None)
         service = type(self).__name__.removesuffix("Servicer")
         code = grpc.StatusCode.OK
         started = time.perf_counter()
         try:
+            # services that guard their API (the gateway) check the caller before the handler runs
+            if (authorize := getattr(self, "authorize", None)) is not None:
+                await authorize(method_name, request, context)
             return await method(self, request, context)
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED
@@ -89,6 +93,7 @@ def rpc(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
             RPC_TOTAL.labels(service, method_name, code.name).inc()
             RPC_SECONDS.labels(service, method_name).observe(time.perf_counter() - started)
             deadline_var.reset(deadline_token)
+            trace_var.reset(trace_token)
             request_id_var.reset(rid_token)
 
     return wrapper
@@ -133,7 +138,14 @@ async def serve(spec: ServiceSpec, settings: Settings, stop_event: asyncio.Event
     reflection.enable_server_reflection(names, server)
 
     bind = settings.listen_address(spec.address)
-    if server.add_insecure_port(bind) == 0:
+    if settings.tls_cert_file and settings.tls_key_file:
+        credentials = grpc.ssl_server_credentials(
+            [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())]
+        )
+        port = server.add_secure_port(bind, credentials)
+    else:
+        port = server.add_insecure_port(bind)
+    if port == 0:
         raise RuntimeError(f"{spec.name}: cannot bind {bind}")
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=bind.rsplit(":", 1)[0] or "0.0.0.0")

@@ -1,5 +1,6 @@
 """The whole mesh on one machine: the three real servers (lookalike.devservers) plus the five
-services and an extra ingest worker, each as its own process on 127.0.0.1.
+services, an extra ingest worker and the web page (services.web, HTTP), each as its own process on
+127.0.0.1.
 
     python -m lookalike.stack up --dir .run       # returns once every service reports SERVING
     python -m lookalike.stack status --dir .run
@@ -14,8 +15,11 @@ import argparse
 import json
 import logging
 import os
+import socket
 import sys
 import time
+import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,8 +32,12 @@ from lookalike.devservers import Infra, ServerProcess, free_port
 log = logging.getLogger(__name__)
 
 # start order: what others call first
-SERVICES = ("encoder", "search", "rerank", "ingest", "gateway")
+SERVICES = ("encoder", "search", "rerank", "ingest", "gateway", "web")
+# services that answer HTTP (GET /healthz) instead of grpc.health.v1
+HTTP_SERVICES = ("web",)
 DEFAULT_GATEWAY_PORT = 50051
+# with a fixed gateway port (`make up`, the demo) the page is on this port when it is free
+DEFAULT_WEB_PORT = 8080
 STATE_FILE = "stack-state.json"
 SERVICE_START_TIMEOUT = 120.0
 
@@ -43,9 +51,31 @@ def health_check(address: str, timeout: float = 1.0) -> bool:
     return response.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def _require_serving(address: str) -> None:
-    if not health_check(address):
+def http_health_check(address: str, timeout: float = 1.0) -> bool:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # our own address: never via a proxy
+    try:
+        with opener.open(f"http://{address}/healthz", timeout=timeout) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def is_serving(name: str, address: str) -> bool:
+    return http_health_check(address) if name in HTTP_SERVICES else health_check(address)
+
+
+def _require_serving(name: str, address: str) -> None:
+    if not is_serving(name, address):
         raise RuntimeError(f"{address} not serving yet")
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 @dataclass
@@ -71,11 +101,14 @@ class Stack:
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
-    def start_service(self, name: str, module: str | None = None, address: str | None = None) -> ServerProcess:
+    def start_service(
+        self, name: str, module: str | None = None, address: str | None = None, env: dict[str, str] | None = None,
+        health: Callable[[], None] | None = None,
+    ) -> ServerProcess:
         """Starts `python -m services.<name>` and waits until its health check says SERVING."""
         module = module or f"services.{name}"
         address = address or self.addresses[name]
-        env = self.env()
+        env = {**self.env(), **(env or {})}
         env["LOOKALIKE_LISTEN_ADDR"] = address
         process = devservers.launch_process(
             name,
@@ -83,7 +116,7 @@ class Stack:
             data_dir=self.run_dir,
             log_path=self.run_dir / "logs" / f"{name}.log",
             ports={"client": int(address.rsplit(":", 1)[1])},
-            health=lambda: _require_serving(address),
+            health=health or (lambda: _require_serving(name, address)),
             timeout=SERVICE_START_TIMEOUT,
             env=env,
         )
@@ -129,6 +162,8 @@ def start_stack(
     addresses = {name: f"127.0.0.1:{free_port()}" for name in SERVICES}
     if gateway_port:
         addresses["gateway"] = f"127.0.0.1:{gateway_port}"
+        if _port_is_free(DEFAULT_WEB_PORT):
+            addresses["web"] = f"127.0.0.1:{DEFAULT_WEB_PORT}"
     stack = Stack(infra, run_dir, addresses, dict(extra_env or {}), own_infra=own_infra)
     try:
         for name in SERVICES:
@@ -186,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         stop_from_state(run_dir)  # leftovers of a stack that died
         started = time.monotonic()
         stack = start_stack(run_dir, args.gateway_port)
-        print(f"lookalike is up in {time.monotonic() - started:.0f}s: gateway {stack.gateway_addr}; logs in {run_dir / 'logs'}")
+        print(f"lookalike is up in {time.monotonic() - started:.0f}s: gateway {stack.gateway_addr}, "
+              f"web page http://{stack.addresses['web']}/; logs in {run_dir / 'logs'}")
         return 0
     if args.command == "down":
         print("stopped" if stop_from_state(run_dir) else "nothing to stop")
@@ -198,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     state = json.loads(state_path.read_text())
     ok = True
     for name, address in state["addresses"].items():
-        serving = health_check(address)
+        serving = is_serving(name, address)
         ok &= serving
         print(f"{name:18} {address:22} {'SERVING' if serving else 'DOWN'}")
     return 0 if ok else 1

@@ -2,28 +2,47 @@
 
 One Milvus collection per (lookalike collection, extractor): Milvus 2.3 holds one vector field per
 collection, and separate collections let each extractor have its own dimension, metric and index.
-The namespace is part of the Milvus collection name and also stored and always filtered on, so no
-query can reach another namespace's vectors.
+The namespace is part of the Milvus collection name and is also stored in every row and AND-ed into
+every expression this module sends (search, query, get, delete, count), so no query can reach
+another namespace's vectors even if two namespaces' rows ever shared a collection.
+
+Consistency: reads use the Session level and writes are *fenced* — an upsert or delete returns only
+once a Session-level read has seen its timestamp, i.e. once the query node serves it. Every later
+search, from any process, then sees the write (Milvus reads at the query node's safe timestamp, which
+only moves forward). Strong reads would give the same guarantee but wait for the next time tick on
+every search (~200 ms here); the fence pays that once per written batch instead. See the README's
+"Search and indexes" section for the measurements.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
+import math
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from pymilvus import DataType, MilvusClient
 from pymilvus.exceptions import MilvusException
 
 from lookalike.config import Settings
-from lookalike.errors import FailedPrecondition, InvalidArgument, NotFound
+from lookalike.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 
 log = logging.getLogger(__name__)
 
 MAX_TEXT = 512
+MAX_NAMESPACE = 64
+# Milvus's limit on a search's top k (and so on limit × refine factor).
+MAX_TOPK = 16384
+# Collection property holding the lookalike spec (identity, index and query-time parameters) as JSON.
+SPEC_PROPERTY = "lookalike.spec"
+CONSISTENCY_LEVELS = ("Strong", "Session", "Bounded", "Eventually")
+OUTPUT_FIELDS = ["object", "filename", "metadata"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +51,20 @@ class IndexParams:
     metric: str  # COSINE, IP, L2, HAMMING
     build: dict[str, int]
     search: dict[str, int]
+    # IVF_PQ: fetch limit × refine candidates by PQ, re-score them exactly from the stored vectors
+    # and keep the best `limit`; 1 = off.
+    refine: int = 1
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    """What the service needs to know about one Milvus collection, read back from Milvus."""
+
+    name: str
+    dimension: int
+    binary: bool
+    params: IndexParams
+    spec: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -48,13 +81,53 @@ def milvus_collection_name(namespace: str, collection: str, extractor: str) -> s
     return f"lk_{clean(namespace)}_{clean(collection)}_{clean(extractor)}_{digest}"
 
 
+def quote(text: str) -> str:
+    """A Milvus string literal (JSON quoting: quotes, backslashes and control characters escaped)."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+def namespace_scope(namespace: str) -> str:
+    if not namespace or len(namespace) > MAX_NAMESPACE:
+        raise InvalidArgument("a namespace is required")
+    return f"namespace == {quote(namespace)}"
+
+
+def ids_expression(ids: Sequence[str]) -> str:
+    return f"id in [{', '.join(quote(i) for i in ids)}]"
+
+
+def scoped(namespace: str, expression: str = "") -> str:
+    """The namespace condition AND the caller's expression: nothing outside the namespace matches."""
+    scope = namespace_scope(namespace)
+    return f"({scope}) and ({expression})" if expression else scope
+
+
+def exact_distances(metric: str, query: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """Distances exactly as Milvus reports them: COSINE and IP similarity, L2 squared distance."""
+    if metric == "L2":
+        diff = vectors - query[None, :]
+        return np.einsum("ij,ij->i", diff, diff)
+    dots = vectors @ query
+    if metric == "COSINE":
+        norms = np.linalg.norm(vectors, axis=1) * float(np.linalg.norm(query))
+        return dots / np.maximum(norms, 1e-30)
+    return dots
+
+
+def best_first(metric: str) -> int:
+    """+1 when a larger distance is better (similarities), -1 when smaller is (L2, Hamming)."""
+    return -1 if metric in ("L2", "HAMMING") else 1
+
+
 class MilvusIndex:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, consistency: str = "Session") -> None:
+        if consistency not in CONSISTENCY_LEVELS:
+            raise ValueError(f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}")
         self.uri = settings.milvus_uri
         self.token = settings.milvus_token
-        # Strong: an image upserted by an ingest worker is visible to the very next search, whichever
-        # search replica serves it (Session would only hold within one client).
-        self.consistency = "Strong"
+        self.consistency = consistency
+        # With Strong reads every search waits for the writes anyway; otherwise writes are fenced.
+        self.fence_writes = consistency != "Strong"
         self._client: MilvusClient | None = None
         self._loaded: set[str] = set()
 
@@ -65,7 +138,21 @@ class MilvusIndex:
         return self._client
 
     async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        return await asyncio.to_thread(fn, *args, **kwargs)
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except MilvusException as exc:
+            message = exc.message or str(exc)
+            lowered = message.lower()
+            name = args[0] if args and isinstance(args[0], str) else ""
+            if ("not found" in lowered and "collection" in lowered) or "can't find collection" in lowered:
+                self._loaded.discard(name)
+                raise NotFound(f"index {name} does not exist") from exc
+            if "not loaded" in lowered:
+                self._loaded.discard(name)
+                raise FailedPrecondition(f"index {name} is not loaded; retry") from exc
+            if "connect" in lowered or "unavailable" in lowered or "deadline" in lowered:
+                raise Unavailable(f"Milvus unavailable: {message}") from exc
+            raise InvalidArgument(f"rejected by Milvus: {message}") from exc
 
     async def ping(self) -> None:
         await self._call(self.client.list_collections)
@@ -73,25 +160,56 @@ class MilvusIndex:
     async def exists(self, name: str) -> bool:
         return bool(await self._call(self.client.has_collection, name))
 
+    async def list_names(self, prefix: str = "lk_") -> list[str]:
+        return [n for n in await self._call(self.client.list_collections) if n.startswith(prefix)]
+
     async def describe_index(self, name: str) -> dict[str, Any]:
         indexes = await self._call(self.client.list_indexes, name)
         if not indexes:
             return {}
         return await self._call(self.client.describe_index, name, indexes[0])
 
-    async def create(self, name: str, dimension: int, binary: bool, params: IndexParams) -> bool:
+    async def info(self, name: str) -> CollectionInfo:
+        """Dimension, vector type and index parameters of an existing collection (NotFound if none).
+
+        Query-time parameters (ef, nprobe) come from the spec stored with the collection, so
+        every search replica, restarted or not, uses the ones the collection was created with."""
+        if not await self.exists(name):
+            raise NotFound(f"index {name} does not exist")
+        described = await self._call(self.client.describe_collection, name)
+        vector_field = next(f for f in described["fields"] if f["name"] == "vector")
+        binary = vector_field["type"] == DataType.BINARY_VECTOR
+        dimension = int(vector_field.get("params", {}).get("dim", 0))
+        properties = described.get("properties") or {}
+        try:
+            spec = json.loads(properties.get(SPEC_PROPERTY, "{}"))
+        except ValueError:
+            spec = {}
+        index = await self.describe_index(name)
+        kind = index.get("index_type", "FLAT")
+        metric = index.get("metric_type", "HAMMING" if binary else "COSINE")
+        build = {k: int(v) for k, v in index.items() if k in ("M", "efConstruction", "nlist", "m", "nbits")}
+        search = {k: int(v) for k, v in (spec.get("search") or {}).items()}
+        return CollectionInfo(name, dimension, binary, IndexParams(kind, metric, build, search), spec)
+
+    async def create(
+        self, name: str, dimension: int, binary: bool, params: IndexParams, spec: dict[str, Any] | None = None
+    ) -> bool:
         """Creates the collection with its index and loads it; False if it already existed."""
         if await self.exists(name):
             return False
-        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema = MilvusClient.create_schema(
+            auto_id=False, enable_dynamic_field=False, description="lookalike vectors of one collection × extractor"
+        )
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
-        schema.add_field("namespace", DataType.VARCHAR, max_length=64)
+        schema.add_field("namespace", DataType.VARCHAR, max_length=MAX_NAMESPACE)
         schema.add_field("object", DataType.VARCHAR, max_length=MAX_TEXT)
         schema.add_field("filename", DataType.VARCHAR, max_length=MAX_TEXT)
         schema.add_field("metadata", DataType.JSON)
         schema.add_field("vector", DataType.BINARY_VECTOR if binary else DataType.FLOAT_VECTOR, dim=dimension)
         index_params = MilvusClient.prepare_index_params()
         index_params.add_index("vector", index_type=params.index_type, metric_type=params.metric, params=params.build)
+        stored = {**(spec or {}), "search": params.search}
         try:
             await self._call(
                 self.client.create_collection,
@@ -99,11 +217,19 @@ class MilvusIndex:
                 schema=schema,
                 index_params=index_params,
                 consistency_level=self.consistency,
+                properties={SPEC_PROPERTY: json.dumps(stored, sort_keys=True)},
             )
-        except MilvusException as exc:
+        except InvalidArgument as exc:
+            if await self.exists(name):  # a concurrent create won the race
+                return False
             raise InvalidArgument(f"index rejected by Milvus: {exc.message}") from exc
         self._loaded.add(name)
         return True
+
+    async def set_query_params(self, name: str, params: IndexParams, spec: dict[str, Any]) -> None:
+        """Replaces the stored query-time parameters (ef, nprobe) of an existing collection."""
+        stored = {**spec, "search": params.search}
+        await self._call(self.client.alter_collection_properties, name, {SPEC_PROPERTY: json.dumps(stored, sort_keys=True)})
 
     async def drop(self, name: str) -> None:
         await self._call(self.client.drop_collection, name)
@@ -117,24 +243,54 @@ class MilvusIndex:
         await self._call(self.client.load_collection, name)
         self._loaded.add(name)
 
+    async def _fence(self, name: str, namespace: str, some_id: str) -> None:
+        """Returns once this process's last write to `name` is served by the query node.
+
+        pymilvus keeps the timestamp of the last write per collection; a Session-level read waits
+        until the query node's safe timestamp has passed it."""
+        if self.fence_writes:
+            await self._call(
+                self.client.query, name, filter=scoped(namespace, f"id == {quote(some_id)}"),
+                output_fields=["id"], limit=1, consistency_level="Session",
+            )
+
     async def upsert(self, name: str, rows: list[dict[str, Any]]) -> int:
+        """Inserts or replaces rows by id; every row must carry its `namespace`. Visible to every
+        search once this returns."""
+        if not rows:
+            return 0
         await self._ensure_loaded(name)
         result = await self._call(self.client.upsert, name, rows)
+        await self._fence(name, rows[0]["namespace"], rows[0]["id"])
         return int(result.get("upsert_count", len(rows)) if isinstance(result, dict) else len(rows))
 
-    async def delete(self, name: str, ids: list[str]) -> None:
+    async def delete(self, name: str, namespace: str, ids: Sequence[str]) -> None:
+        """Deletes these ids of the namespace (never another namespace's rows); visible once this returns."""
+        if not ids:
+            return
         await self._ensure_loaded(name)
-        await self._call(self.client.delete, name, ids=ids)
+        await self._call(self.client.delete, name, filter=scoped(namespace, ids_expression(ids)))
+        await self._fence(name, namespace, ids[0])
 
-    async def get(self, name: str, ids: list[str], with_vector: bool = True) -> list[dict[str, Any]]:
+    async def get(
+        self, name: str, namespace: str, ids: Sequence[str], with_vector: bool = True
+    ) -> list[dict[str, Any]]:
+        """Rows of these ids in the namespace, in no particular order (missing ids are left out)."""
+        if not ids:
+            return []
         await self._ensure_loaded(name)
-        fields = ["id", "object", "filename", "metadata"] + (["vector"] if with_vector else [])
-        return await self._call(self.client.get, name, ids=ids, output_fields=fields)
+        fields = ["id", "namespace", *OUTPUT_FIELDS] + (["vector"] if with_vector else [])
+        rows = await self._call(
+            self.client.query, name, filter=scoped(namespace, ids_expression(ids)), output_fields=fields,
+            consistency_level=self.consistency,
+        )
+        return [r for r in rows if r.get("namespace") == namespace]
 
     async def count(self, name: str, namespace: str) -> int:
         await self._ensure_loaded(name)
         rows = await self._call(
-            self.client.query, name, filter=f"namespace == {_quote(namespace)}", output_fields=["count(*)"]
+            self.client.query, name, filter=scoped(namespace), output_fields=["count(*)"],
+            consistency_level=self.consistency,
         )
         return int(rows[0]["count(*)"]) if rows else 0
 
@@ -147,31 +303,52 @@ class MilvusIndex:
         expression: str,
         params: IndexParams,
     ) -> list[Hit]:
+        """Best first. With params.refine > 1 (IVF_PQ), limit × refine candidates come from the index
+        and are re-scored exactly from their stored vectors."""
         await self._ensure_loaded(name)
-        scope = f"namespace == {_quote(namespace)}"
-        flt = f"({scope}) and ({expression})" if expression else scope
-        try:
-            result = await self._call(
-                self.client.search,
-                name,
-                data=[vector],
-                anns_field="vector",
-                limit=limit,
-                filter=flt,
-                output_fields=["object", "filename", "metadata"],
-                search_params={"metric_type": params.metric, "params": params.search},
-            )
-        except MilvusException as exc:
-            message = exc.message or str(exc)
-            if "collection not loaded" in message.lower():
-                self._loaded.discard(name)
-                raise FailedPrecondition(f"index {name} is not loaded; retry") from exc
-            raise InvalidArgument(f"search rejected by Milvus: {message}") from exc
-        hits = result[0] if result else []
-        return [Hit(str(h["id"]), float(h["distance"]), dict(h.get("entity", {}))) for h in hits]
+        refine = params.refine > 1 and params.metric in ("COSINE", "IP", "L2") and not isinstance(vector, bytes)
+        fetch = min(limit * params.refine, MAX_TOPK) if refine else limit
+        search = dict(params.search)
+        if params.index_type == "HNSW":
+            search["ef"] = max(search.get("ef", 0), fetch)
+        result = await self._call(
+            self.client.search,
+            name,
+            data=[vector],
+            anns_field="vector",
+            limit=fetch,
+            filter=scoped(namespace, expression),
+            output_fields=["namespace"] if refine else ["namespace", *OUTPUT_FIELDS],
+            search_params={"metric_type": params.metric, "params": search},
+            consistency_level=self.consistency,
+        )
+        # The expression already scopes the search; checking each hit's stored namespace as well
+        # costs nothing and holds even if an expression were ever built wrongly.
+        hits = [h for h in (result[0] if result else []) if h.get("entity", {}).get("namespace") == namespace]
+        if not refine:
+            return [Hit(str(h["id"]), float(h["distance"]), _fields(h.get("entity", {}))) for h in hits]
+        if not hits:
+            return []
+        rows = await self.get(name, namespace, [str(h["id"]) for h in hits], with_vector=True)
+        return refine_rows(params.metric, np.asarray(vector, dtype=np.float32), rows, limit)
 
 
-def _quote(text: str) -> str:
-    import json
+def _fields(entity: dict[str, Any]) -> dict[str, Any]:
+    return {k: entity[k] for k in OUTPUT_FIELDS if k in entity}
 
-    return json.dumps(text)
+
+def refine_rows(metric: str, query: np.ndarray, rows: list[dict[str, Any]], limit: int) -> list[Hit]:
+    """Exact re-scoring of candidate rows (each with its stored `vector`): the best `limit`, best first."""
+    if not rows:
+        return []
+    vectors = np.asarray([r["vector"] for r in rows], dtype=np.float32)
+    distances = exact_distances(metric, query, vectors)
+    order = np.argsort(-best_first(metric) * distances, kind="stable")[:limit]
+    out = []
+    for i in order:
+        row = rows[int(i)]
+        distance = float(distances[int(i)])
+        if not math.isfinite(distance):
+            continue
+        out.append(Hit(str(row["id"]), distance, _fields(row)))
+    return out

@@ -11,13 +11,12 @@ from lookalike.server import rpc
 from lookalike.v1 import bucket_service_pb2 as pb
 from lookalike.v1 import bucket_service_pb2_grpc as grpc_pb
 from lookalike.v1 import collection_service_pb2, ingest_service_pb2, namespace_service_pb2, types_pb2
-from services.gateway.context import GatewayContext
+from services.gateway.auth import check_namespace
+from services.gateway.context import GatewayServicer
 from services.gateway.namespaces import now
 
 
-class BucketServicer(grpc_pb.BucketServiceServicer):
-    def __init__(self, ctx: GatewayContext) -> None:
-        self.ctx = ctx
+class BucketServicer(GatewayServicer, grpc_pb.BucketServiceServicer):
 
     @rpc
     async def CreateBucket(self, request: pb.CreateBucketRequest, context: Any) -> pb.CreateBucketResponse:
@@ -87,6 +86,7 @@ class BucketServicer(grpc_pb.BucketServiceServicer):
             raise InvalidArgument("empty upload: no images in the stream") from None
         if not first.parent:
             raise InvalidArgument("the first message must name the bucket (parent)")
+        check_namespace(names.parse(first.parent, "buckets").namespace)
         response = await self._ingest(first, iterator)
         accepted = sum(1 for r in response.results if not r.error)
         return pb.UploadObjectsResponse(

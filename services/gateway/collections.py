@@ -11,7 +11,7 @@ from lookalike.server import rpc
 from lookalike.v1 import bucket_service_pb2, encoder_service_pb2, namespace_service_pb2, search_service_pb2, types_pb2
 from lookalike.v1 import collection_service_pb2 as pb
 from lookalike.v1 import collection_service_pb2_grpc as grpc_pb
-from services.gateway.context import GatewayContext
+from services.gateway.context import GatewayServicer
 from services.gateway.duplicates import group_near_duplicates, max_pairwise_distance
 from services.gateway.namespaces import now
 
@@ -20,9 +20,7 @@ PHASH = "phash"
 DEFAULT_DUPLICATE_DISTANCE = 6
 
 
-class CollectionServicer(grpc_pb.CollectionServiceServicer):
-    def __init__(self, ctx: GatewayContext) -> None:
-        self.ctx = ctx
+class CollectionServicer(GatewayServicer, grpc_pb.CollectionServiceServicer):
 
     async def _extractors(self) -> dict[str, types_pb2.ExtractorInfo]:
         response = await self.ctx.clients.encoder.ListExtractors(encoder_service_pb2.ListExtractorsRequest())

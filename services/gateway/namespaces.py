@@ -12,7 +12,8 @@ from lookalike.server import rpc
 from lookalike.v1 import bucket_service_pb2, collection_service_pb2, retriever_service_pb2
 from lookalike.v1 import namespace_service_pb2 as pb
 from lookalike.v1 import namespace_service_pb2_grpc as grpc_pb
-from services.gateway.context import GatewayContext
+from services.gateway.auth import principal_var
+from services.gateway.context import GatewayServicer
 
 
 def now() -> timestamp_pb2.Timestamp:
@@ -21,9 +22,7 @@ def now() -> timestamp_pb2.Timestamp:
     return ts
 
 
-class NamespaceServicer(grpc_pb.NamespaceServiceServicer):
-    def __init__(self, ctx: GatewayContext) -> None:
-        self.ctx = ctx
+class NamespaceServicer(GatewayServicer, grpc_pb.NamespaceServiceServicer):
 
     @rpc
     async def CreateNamespace(self, request: pb.CreateNamespaceRequest, context: Any) -> pb.CreateNamespaceResponse:
@@ -39,7 +38,11 @@ class NamespaceServicer(grpc_pb.NamespaceServiceServicer):
 
     @rpc
     async def ListNamespaces(self, request: pb.ListNamespacesRequest, context: Any) -> pb.ListNamespacesResponse:
-        return pb.ListNamespacesResponse(namespaces=await self.ctx.resources.list("", "namespaces", pb.Namespace))
+        namespaces = await self.ctx.resources.list("", "namespaces", pb.Namespace)
+        principal = principal_var.get()
+        if principal is not None and not principal.admin:  # a namespace key sees its own namespace only
+            namespaces = [n for n in namespaces if n.name == f"namespaces/{principal.namespace}"]
+        return pb.ListNamespacesResponse(namespaces=namespaces)
 
     @rpc
     async def DeleteNamespace(self, request: pb.DeleteNamespaceRequest, context: Any) -> pb.DeleteNamespaceResponse:
@@ -54,3 +57,20 @@ class NamespaceServicer(grpc_pb.NamespaceServiceServicer):
                 raise FailedPrecondition(f"{request.name} still has {kind}; delete them first")
         await self.ctx.resources.delete(request.name)
         return pb.DeleteNamespaceResponse()
+
+    @rpc
+    async def CreateApiKey(self, request: pb.CreateApiKeyRequest, context: Any) -> pb.CreateApiKeyResponse:
+        names.parse(request.parent)
+        await self.ctx.resources.get(request.parent, pb.Namespace)
+        api_key, key = await self.ctx.auth.create(request.parent.split("/")[1], request.display_name)
+        return pb.CreateApiKeyResponse(api_key=api_key, key=key)
+
+    @rpc
+    async def ListApiKeys(self, request: pb.ListApiKeysRequest, context: Any) -> pb.ListApiKeysResponse:
+        names.parse(request.parent)
+        return pb.ListApiKeysResponse(api_keys=await self.ctx.auth.list(request.parent.split("/")[1]))
+
+    @rpc
+    async def DeleteApiKey(self, request: pb.DeleteApiKeyRequest, context: Any) -> pb.DeleteApiKeyResponse:
+        await self.ctx.auth.delete(request.name)
+        return pb.DeleteApiKeyResponse()

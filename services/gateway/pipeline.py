@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2
@@ -190,8 +190,8 @@ class Pipeline:
                 scores[c.id] = scores.get(c.id, 0.0) + 1.0 / (k + rank)
                 if c.id in fused:
                     fused[c.id].stage_scores.update(c.stage_scores)
-                else:
-                    fused[c.id] = c
+                else:  # a copy: the search lists stay as their stages left them
+                    fused[c.id] = replace(c, stage_scores=dict(c.stage_scores), duplicates=list(c.duplicates))
         ordered = sorted(fused.values(), key=lambda c: scores[c.id], reverse=True)
         for c in ordered:
             c.score = scores[c.id]

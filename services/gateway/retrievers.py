@@ -10,16 +10,14 @@ from lookalike.server import rpc
 from lookalike.v1 import collection_service_pb2, namespace_service_pb2
 from lookalike.v1 import retriever_service_pb2 as pb
 from lookalike.v1 import retriever_service_pb2_grpc as grpc_pb
-from services.gateway.context import GatewayContext
+from services.gateway.context import GatewayServicer
 from services.gateway.namespaces import now
 from services.gateway.pipeline import Pipeline, Query, validate_stages
 
 MAX_TEXT = 2048
 
 
-class RetrieverServicer(grpc_pb.RetrieverServiceServicer):
-    def __init__(self, ctx: GatewayContext) -> None:
-        self.ctx = ctx
+class RetrieverServicer(GatewayServicer, grpc_pb.RetrieverServiceServicer):
 
     @rpc
     async def CreateRetriever(self, request: pb.CreateRetrieverRequest, context: Any) -> pb.CreateRetrieverResponse:

@@ -18,6 +18,7 @@ from lookalike.v1 import (
     retriever_service_pb2,
     retriever_service_pb2_grpc,
 )
+from services.gateway.auth import ApiKeys
 from services.gateway.buckets import BucketServicer
 from services.gateway.collections import CollectionServicer
 from services.gateway.context import GatewayContext
@@ -35,6 +36,7 @@ def build(settings: Settings) -> ServiceSpec:
         clients=ServiceClients(settings),
         store=MinioObjectStore(settings),
         fetcher=UrlFetcher(settings.max_image_bytes, settings.url_fetch_timeout_s, settings.url_fetch_allow_private),
+        auth=ApiKeys(settings, store),
     )
     nats_conn = {}
 

@@ -178,7 +178,8 @@ class SentenceEmbedder:
         self.heads = int(config["num_attention_heads"])
         self.eps = float(config.get("layer_norm_eps", 1e-12))
         self.max_tokens = min(MAX_TOKENS, int(config.get("max_position_embeddings", 512)))
-        w = {k: np.asarray(v, dtype=np.float32) for k, v in weights.items() if v.dtype != np.int64}
+        # copied into memory: a memory-mapped table would page in on the first queries instead
+        w = {k: np.array(v, dtype=np.float32) for k, v in weights.items() if v.dtype != np.int64}
         prefix = "bert." if "bert.embeddings.word_embeddings.weight" in w else ""
         g = lambda name: w[prefix + name]  # noqa: E731
         self.word = g("embeddings.word_embeddings.weight")
@@ -250,6 +251,7 @@ class SentenceEmbedder:
         bias = np.where(mask[:, None, None, :] > 0, 0.0, np.finfo(np.float32).min).astype(np.float32)
         scale = np.float32(1.0 / np.sqrt(head_dim))
         split = lambda t: t.reshape(n, length, self.heads, head_dim).transpose(0, 2, 1, 3)  # noqa: E731
+        x = x.reshape(n * length, self.hidden)  # linear layers as one 2-D GEMM each
         for layer in self.layers:
             q = split(x @ layer.wq + layer.bq)
             k = split(x @ layer.wk + layer.bk)
@@ -258,10 +260,11 @@ class SentenceEmbedder:
             scores -= scores.max(axis=-1, keepdims=True)
             probs = np.exp(scores)
             probs /= probs.sum(axis=-1, keepdims=True)
-            context = (probs @ v).transpose(0, 2, 1, 3).reshape(n, length, self.hidden)
+            context = (probs @ v).transpose(0, 2, 1, 3).reshape(n * length, self.hidden)
             x = _layer_norm(x + (context @ layer.wo + layer.bo), layer.ln1_g, layer.ln1_b, self.eps)
             h = _gelu(x @ layer.wi + layer.bi).astype(np.float32)
             x = _layer_norm(x + (h @ layer.wo2 + layer.bo2), layer.ln2_g, layer.ln2_b, self.eps)
+        x = x.reshape(n, length, self.hidden)
         return x.astype(np.float32, copy=False)
 
     def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:

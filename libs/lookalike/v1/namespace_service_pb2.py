@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$lookalike/v1/namespace_service.proto\x12\x0clookalike.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"`\n\tNamespace\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"D\n\x16\x43reateNamespaceRequest\x12\x14\n\x0cnamespace_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\"E\n\x17\x43reateNamespaceResponse\x12*\n\tnamespace\x18\x01 \x01(\x0b\x32\x17.lookalike.v1.Namespace\"#\n\x13GetNamespaceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"B\n\x14GetNamespaceResponse\x12*\n\tnamespace\x18\x01 \x01(\x0b\x32\x17.lookalike.v1.Namespace\"\x17\n\x15ListNamespacesRequest\"E\n\x16ListNamespacesResponse\x12+\n\nnamespaces\x18\x01 \x03(\x0b\x32\x17.lookalike.v1.Namespace\"&\n\x16\x44\x65leteNamespaceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x19\n\x17\x44\x65leteNamespaceResponse2\x86\x03\n\x10NamespaceService\x12^\n\x0f\x43reateNamespace\x12$.lookalike.v1.CreateNamespaceRequest\x1a%.lookalike.v1.CreateNamespaceResponse\x12U\n\x0cGetNamespace\x12!.lookalike.v1.GetNamespaceRequest\x1a\".lookalike.v1.GetNamespaceResponse\x12[\n\x0eListNamespaces\x12#.lookalike.v1.ListNamespacesRequest\x1a$.lookalike.v1.ListNamespacesResponse\x12^\n\x0f\x44\x65leteNamespace\x12$.lookalike.v1.DeleteNamespaceRequest\x1a%.lookalike.v1.DeleteNamespaceResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$lookalike/v1/namespace_service.proto\x12\x0clookalike.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"`\n\tNamespace\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"D\n\x16\x43reateNamespaceRequest\x12\x14\n\x0cnamespace_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\"E\n\x17\x43reateNamespaceResponse\x12*\n\tnamespace\x18\x01 \x01(\x0b\x32\x17.lookalike.v1.Namespace\"#\n\x13GetNamespaceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"B\n\x14GetNamespaceResponse\x12*\n\tnamespace\x18\x01 \x01(\x0b\x32\x17.lookalike.v1.Namespace\"\x17\n\x15ListNamespacesRequest\"E\n\x16ListNamespacesResponse\x12+\n\nnamespaces\x18\x01 \x03(\x0b\x32\x17.lookalike.v1.Namespace\"&\n\x16\x44\x65leteNamespaceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x19\n\x17\x44\x65leteNamespaceResponse\"q\n\x06\x41piKey\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nkey_prefix\x18\x04 \x01(\t\";\n\x13\x43reateApiKeyRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\"J\n\x14\x43reateApiKeyResponse\x12%\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x14.lookalike.v1.ApiKey\x12\x0b\n\x03key\x18\x02 \x01(\t\"$\n\x12ListApiKeysRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\"=\n\x13ListApiKeysResponse\x12&\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x14.lookalike.v1.ApiKey\"#\n\x13\x44\x65leteApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x16\n\x14\x44\x65leteApiKeyResponse2\x88\x05\n\x10NamespaceService\x12^\n\x0f\x43reateNamespace\x12$.lookalike.v1.CreateNamespaceRequest\x1a%.lookalike.v1.CreateNamespaceResponse\x12U\n\x0cGetNamespace\x12!.lookalike.v1.GetNamespaceRequest\x1a\".lookalike.v1.GetNamespaceResponse\x12[\n\x0eListNamespaces\x12#.lookalike.v1.ListNamespacesRequest\x1a$.lookalike.v1.ListNamespacesResponse\x12^\n\x0f\x44\x65leteNamespace\x12$.lookalike.v1.DeleteNamespaceRequest\x1a%.lookalike.v1.DeleteNamespaceResponse\x12U\n\x0c\x43reateApiKey\x12!.lookalike.v1.CreateApiKeyRequest\x1a\".lookalike.v1.CreateApiKeyResponse\x12R\n\x0bListApiKeys\x12 .lookalike.v1.ListApiKeysRequest\x1a!.lookalike.v1.ListApiKeysResponse\x12U\n\x0c\x44\x65leteApiKey\x12!.lookalike.v1.DeleteApiKeyRequest\x1a\".lookalike.v1.DeleteApiKeyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -50,6 +50,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETENAMESPACEREQUEST']._serialized_end=565
   _globals['_DELETENAMESPACERESPONSE']._serialized_start=567
   _globals['_DELETENAMESPACERESPONSE']._serialized_end=592
-  _globals['_NAMESPACESERVICE']._serialized_start=595
-  _globals['_NAMESPACESERVICE']._serialized_end=985
+  _globals['_APIKEY']._serialized_start=594
+  _globals['_APIKEY']._serialized_end=707
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=709
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=768
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=770
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=844
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=846
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=882
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=884
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=945
+  _globals['_DELETEAPIKEYREQUEST']._serialized_start=947
+  _globals['_DELETEAPIKEYREQUEST']._serialized_end=982
+  _globals['_DELETEAPIKEYRESPONSE']._serialized_start=984
+  _globals['_DELETEAPIKEYRESPONSE']._serialized_end=1006
+  _globals['_NAMESPACESERVICE']._serialized_start=1009
+  _globals['_NAMESPACESERVICE']._serialized_end=1657
 # @@protoc_insertion_point(module_scope)

@@ -55,6 +55,21 @@ class NamespaceServiceStub(object):
                 request_serializer=lookalike_dot_v1_dot_namespace__service__pb2.DeleteNamespaceRequest.SerializeToString,
                 response_deserializer=lookalike_dot_v1_dot_namespace__service__pb2.DeleteNamespaceResponse.FromString,
                 _registered_method=True)
+        self.CreateApiKey = channel.unary_unary(
+                '/lookalike.v1.NamespaceService/CreateApiKey',
+                request_serializer=lookalike_dot_v1_dot_namespace__service__pb2.CreateApiKeyRequest.SerializeToString,
+                response_deserializer=lookalike_dot_v1_dot_namespace__service__pb2.CreateApiKeyResponse.FromString,
+                _registered_method=True)
+        self.ListApiKeys = channel.unary_unary(
+                '/lookalike.v1.NamespaceService/ListApiKeys',
+                request_serializer=lookalike_dot_v1_dot_namespace__service__pb2.ListApiKeysRequest.SerializeToString,
+                response_deserializer=lookalike_dot_v1_dot_namespace__service__pb2.ListApiKeysResponse.FromString,
+                _registered_method=True)
+        self.DeleteApiKey = channel.unary_unary(
+                '/lookalike.v1.NamespaceService/DeleteApiKey',
+                request_serializer=lookalike_dot_v1_dot_namespace__service__pb2.DeleteApiKeyRequest.SerializeToString,
+                response_deserializer=lookalike_dot_v1_dot_namespace__service__pb2.DeleteApiKeyResponse.FromString,
+                _registered_method=True)
 
 
 class NamespaceServiceServicer(object):
@@ -85,6 +100,25 @@ class NamespaceServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateApiKey(self, request, context):
+        """Issues an API key for one namespace; the key itself is returned once and stored only hashed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListApiKeys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteApiKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NamespaceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -107,6 +141,21 @@ def add_NamespaceServiceServicer_to_server(servicer, server):
                     servicer.DeleteNamespace,
                     request_deserializer=lookalike_dot_v1_dot_namespace__service__pb2.DeleteNamespaceRequest.FromString,
                     response_serializer=lookalike_dot_v1_dot_namespace__service__pb2.DeleteNamespaceResponse.SerializeToString,
+            ),
+            'CreateApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateApiKey,
+                    request_deserializer=lookalike_dot_v1_dot_namespace__service__pb2.CreateApiKeyRequest.FromString,
+                    response_serializer=lookalike_dot_v1_dot_namespace__service__pb2.CreateApiKeyResponse.SerializeToString,
+            ),
+            'ListApiKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApiKeys,
+                    request_deserializer=lookalike_dot_v1_dot_namespace__service__pb2.ListApiKeysRequest.FromString,
+                    response_serializer=lookalike_dot_v1_dot_namespace__service__pb2.ListApiKeysResponse.SerializeToString,
+            ),
+            'DeleteApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteApiKey,
+                    request_deserializer=lookalike_dot_v1_dot_namespace__service__pb2.DeleteApiKeyRequest.FromString,
+                    response_serializer=lookalike_dot_v1_dot_namespace__service__pb2.DeleteApiKeyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -218,6 +267,87 @@ class NamespaceService(object):
             '/lookalike.v1.NamespaceService/DeleteNamespace',
             lookalike_dot_v1_dot_namespace__service__pb2.DeleteNamespaceRequest.SerializeToString,
             lookalike_dot_v1_dot_namespace__service__pb2.DeleteNamespaceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookalike.v1.NamespaceService/CreateApiKey',
+            lookalike_dot_v1_dot_namespace__service__pb2.CreateApiKeyRequest.SerializeToString,
+            lookalike_dot_v1_dot_namespace__service__pb2.CreateApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApiKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookalike.v1.NamespaceService/ListApiKeys',
+            lookalike_dot_v1_dot_namespace__service__pb2.ListApiKeysRequest.SerializeToString,
+            lookalike_dot_v1_dot_namespace__service__pb2.ListApiKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookalike.v1.NamespaceService/DeleteApiKey',
+            lookalike_dot_v1_dot_namespace__service__pb2.DeleteApiKeyRequest.SerializeToString,
+            lookalike_dot_v1_dot_namespace__service__pb2.DeleteApiKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,
