@@ -57,6 +57,12 @@ def test_hamming_needs_a_binary_extractor() -> None:
         index_params(extractor(metric=t.METRIC_HAMMING), t.IndexSpec())
 
 
+@pytest.mark.parametrize("metric", [t.METRIC_COSINE, t.METRIC_L2, t.METRIC_INNER_PRODUCT])
+def test_binary_extractor_needs_hamming(metric: int) -> None:
+    with pytest.raises(InvalidArgument):
+        index_params(extractor(64, metric, t.VECTOR_TYPE_BINARY, "phash"), t.IndexSpec())
+
+
 @pytest.mark.parametrize("spec", [t.IndexSpec(), hnsw(m=32), ivf_pq(nlist=7), t.IndexSpec(type=t.INDEX_TYPE_FLAT)])
 def test_binary_extractor_is_bin_flat_hamming(spec: t.IndexSpec) -> None:
     """pHash is compared exactly by Hamming distance, whatever index the collection asks for."""
@@ -112,9 +118,25 @@ def test_hnsw_ef_out_of_range() -> None:
 
 
 def test_hnsw_ef_raised_to_the_limit() -> None:
-    assert index_params(extractor(), hnsw(ef=10), limit=100).search["ef"] == 100
-    assert index_params(extractor(), hnsw(ef=500), limit=100).search["ef"] == 500
-    assert index_params(extractor(), t.IndexSpec(), limit=1000).search["ef"] == 1000
+    """Milvus needs ef ≥ limit: the search-time parameters raise it."""
+    params = index_params(extractor(), hnsw(ef=10))
+    assert with_search_overrides(params, t.IndexSpec(), limit=100).search["ef"] == 100
+    assert with_search_overrides(index_params(extractor(), hnsw(ef=500)), t.IndexSpec(), limit=100).search["ef"] == 500
+    assert with_search_overrides(index_params(extractor(), t.IndexSpec()), t.IndexSpec(), limit=1000).search["ef"] == 1000
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        t.IndexSpec(type=t.INDEX_TYPE_FLAT, hnsw=t.HnswParams(m=8)),
+        t.IndexSpec(type=t.INDEX_TYPE_IVF_PQ, hnsw=t.HnswParams(ef=8)),
+        t.IndexSpec(type=t.INDEX_TYPE_HNSW, ivf_pq=t.IvfPqParams(nlist=8)),
+        t.IndexSpec(ivf_pq=t.IvfPqParams(nprobe=8)),  # type defaults to HNSW
+    ],
+)
+def test_parameters_of_another_index_type_refused(spec: t.IndexSpec) -> None:
+    with pytest.raises(InvalidArgument):
+        index_params(extractor(), spec)
 
 
 # ---- IVF-PQ ---------------------------------------------------------------------------------------
@@ -146,7 +168,7 @@ def test_default_pq_m_property(dimension: int) -> None:
     assert index_params(extractor(dimension), ivf_pq()).build["m"] == m
 
 
-@pytest.mark.parametrize("dimension,m", [(1280, 3), (1280, 7), (512, 48), (512, 1024), (100, 8)])
+@pytest.mark.parametrize("dimension,m", [(1280, 3), (1280, 7), (512, 48), (512, 1024), (100, 8), (1280, 2560)])
 def test_ivf_pq_m_must_divide_dimension(dimension: int, m: int) -> None:
     with pytest.raises(InvalidArgument, match="divide"):
         index_params(extractor(dimension), ivf_pq(m=m))
@@ -194,17 +216,40 @@ def test_ivf_pq_nprobe_at_most_nlist() -> None:
 
 # ---- search-time overrides ------------------------------------------------------------------------
 
+def ef(value: int) -> t.IndexSpec:
+    return t.IndexSpec(hnsw=t.HnswParams(ef=value))
+
+
+def nprobe(value: int) -> t.IndexSpec:
+    return t.IndexSpec(ivf_pq=t.IvfPqParams(nprobe=value))
+
+
 def test_overrides_hnsw_ef() -> None:
     base = index_params(extractor(), hnsw(ef=64))
     assert with_search_overrides(base, t.IndexSpec(), limit=10).search == {"ef": 64}
-    assert with_search_overrides(base, hnsw(ef=200), limit=10).search == {"ef": 200}
-    assert with_search_overrides(base, hnsw(ef=20), limit=100).search == {"ef": 100}
+    assert with_search_overrides(base, ef(200), limit=10).search == {"ef": 200}
+    assert with_search_overrides(base, ef(20), limit=100).search == {"ef": 100}
     assert with_search_overrides(base, t.IndexSpec(), limit=500).search == {"ef": 500}
     with pytest.raises(InvalidArgument):
-        with_search_overrides(base, hnsw(ef=40000), limit=10)
-    # build parameters and the original are untouched
+        with_search_overrides(base, ef(40000), limit=10)
+    # the original is untouched
     assert base.search == {"ef": 64}
-    assert with_search_overrides(base, hnsw(ef=200, m=64), limit=10).build == base.build
+    assert with_search_overrides(base, ef(200), limit=10).build == base.build
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        hnsw(ef=100),  # names the index type
+        t.IndexSpec(hnsw=t.HnswParams(m=64)),  # a build parameter
+        t.IndexSpec(hnsw=t.HnswParams(ef_construction=64)),
+        t.IndexSpec(ivf_pq=t.IvfPqParams(nlist=64)),
+        nprobe(8),  # the other index type's knob
+    ],
+)
+def test_overrides_refused_for_hnsw(overrides: t.IndexSpec) -> None:
+    with pytest.raises(InvalidArgument):
+        with_search_overrides(index_params(extractor(), t.IndexSpec()), overrides, limit=10)
 
 
 def test_overrides_hnsw_without_stored_ef() -> None:
@@ -215,12 +260,18 @@ def test_overrides_hnsw_without_stored_ef() -> None:
 def test_overrides_ivf_pq_nprobe() -> None:
     base = index_params(extractor(), ivf_pq(nlist=128, nprobe=16))
     assert with_search_overrides(base, t.IndexSpec(), limit=10).search == {"nprobe": 16}
-    assert with_search_overrides(base, ivf_pq(nprobe=128), limit=10).search == {"nprobe": 128}
+    assert with_search_overrides(base, nprobe(128), limit=10).search == {"nprobe": 128}
     with pytest.raises(InvalidArgument, match="nprobe"):
-        with_search_overrides(base, ivf_pq(nprobe=129), limit=10)
+        with_search_overrides(base, nprobe(129), limit=10)
+    with pytest.raises(InvalidArgument):
+        with_search_overrides(base, ef(100), limit=10)
+    # IVF-PQ results are re-scored exactly when asked; the exact indexes never are
+    assert with_search_overrides(base, t.IndexSpec(), limit=10, refine_factor=10).refine == 10
+    assert with_search_overrides(index_params(extractor(), t.IndexSpec()), t.IndexSpec(), 10, refine_factor=10).refine == 1
 
 
 @pytest.mark.parametrize("base", [IndexParams("FLAT", "COSINE", {}, {}), IndexParams("BIN_FLAT", "HAMMING", {}, {})])
 def test_overrides_ignored_for_exact_indexes(base: IndexParams) -> None:
-    assert with_search_overrides(base, hnsw(ef=999), limit=10) == base
-    assert with_search_overrides(base, ivf_pq(nprobe=999), limit=10) == base
+    assert with_search_overrides(base, ef(999), limit=10) == base
+    assert with_search_overrides(base, nprobe(999), limit=10) == base
+    assert with_search_overrides(base, t.IndexSpec(), limit=10, refine_factor=10) == base
