@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     triton_url: str = "127.0.0.1:8001"
     encoder_threads: int = 0  # 0: one per core
 
+    # rerank: keypoints of this many catalog images stay in memory (~50 KB each)
+    rerank_cache_images: int = 2000
+
     # ingest
     ingest_stream: str = "LOOKALIKE_INGEST"
     ingest_consumer: str = "ingest-workers"

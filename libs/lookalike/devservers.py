@@ -53,6 +53,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import threading
 import time
@@ -80,6 +81,8 @@ __all__ = [
     "start_milvus",
     "start_nats",
     "start_object_store",
+    "start_triton",
+    "triton_distribution",
     "stop_from_state",
 ]
 
@@ -92,6 +95,7 @@ DEFAULT_SECRET_KEY = "lookalike-dev-secret"
 NATS_START_TIMEOUT = 30.0
 OBJECT_STORE_START_TIMEOUT = 60.0
 MILVUS_START_TIMEOUT = 180.0  # a fresh start takes ~8-20 s on 2 cores; a restart on old data ~60 s
+TRITON_START_TIMEOUT = 120.0  # ~3-5 s on 2 cores: the python stub imports onnxruntime and loads the graph
 
 _START_ATTEMPTS = 3  # a port taken between free_port() and the server's bind gets new ports
 _POLL_S = 0.25
@@ -843,6 +847,153 @@ def start_milvus(
                        stale_files=lambda pid: [f"/tmp/milvus/server_id_{pid}"])
 
     return _start_with_retries("milvus", requested, launch)
+
+
+# --------------------------------------------------------------------------------------------
+# Triton Inference Server (the tritonserver that PyPI nvidia-pytriton bundles: python backend only)
+
+
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def triton_distribution() -> Path:
+    """The folder holding ``pytriton/tritonserver/`` and ``nvidia_pytriton.libs/`` of an installed
+    ``nvidia-pytriton``: ``$LOOKALIKE_TRITON_HOME``, else ``.tools/triton`` of this repository (where
+    ``make setup-triton`` puts it), else wherever ``pytriton`` is importable from."""
+    candidates: list[Path] = []
+    if os.environ.get("LOOKALIKE_TRITON_HOME"):
+        candidates.append(Path(os.environ["LOOKALIKE_TRITON_HOME"]))
+    candidates.append(_REPO_ROOT / ".tools" / "triton")
+    with contextlib.suppress(ImportError, ValueError):
+        spec = importlib.util.find_spec("pytriton")
+        if spec is not None and spec.origin:
+            candidates.append(Path(spec.origin).parent.parent)
+    for root in candidates:
+        if (root / "pytriton" / "tritonserver" / "bin" / "tritonserver").is_file():
+            return root.absolute()
+    raise ServerStartError(
+        "tritonserver not found: run `make setup-triton` (installs the pinned nvidia-pytriton into "
+        f".tools/triton) or set LOOKALIKE_TRITON_HOME; looked in {', '.join(str(c) for c in candidates)}"
+    )
+
+
+def _triton_backend_dir(dist: Path, data_dir: Path) -> tuple[Path, Path]:
+    """A backend directory holding the python backend with the stub for this Python version (what
+    pytriton does at run time; the installed package is left untouched). Returns (dir, stub)."""
+    server = dist / "pytriton" / "tritonserver"
+    version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    stub = server / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise ServerStartError(f"nvidia-pytriton in {dist} has no python backend stub for Python {version}")
+    target = data_dir / "backends" / "python"
+    target.mkdir(parents=True, exist_ok=True)
+    for src in (server / "backends" / "python" / "libtriton_python.so",
+                server / "backends" / "python" / "triton_python_backend_utils.py", stub):
+        shutil.copy2(src, target / src.name)
+    return target.parent, target / stub.name
+
+
+def _missing_libraries(binary: Path, env: dict[str, str]) -> list[str]:
+    """Shared libraries the dynamic loader cannot find for ``binary`` (empty when ldd is absent)."""
+    ldd = shutil.which("ldd")
+    if ldd is None:
+        return []
+    out = subprocess.run([ldd, str(binary)], capture_output=True, text=True, env=env, check=False).stdout
+    return [line.split()[0] for line in out.splitlines() if "not found" in line]
+
+
+def start_triton(
+    data_dir: Path,
+    model_repository: Path,
+    models: list[str] | tuple[str, ...] | None = None,
+    *,
+    grpc_port: int | None = None,
+    http_port: int | None = None,
+    metrics_port: int | None = None,
+    config_name: str = "python",
+    ort_threads: int = 0,
+    timeout: float = TRITON_START_TIMEOUT,
+    cancel: threading.Event | None = None,
+) -> ServerProcess:
+    """tritonserver (python backend) serving ``models`` of ``model_repository``; ports ``client``
+    (gRPC, what ``tritonclient.grpc`` and ``LOOKALIKE_TRITON_URL`` use), ``http``, ``metrics``.
+
+    Each model loads its ``configs/<config_name>.pbtxt`` (``--model-config-name``), the python-backend
+    variant of its config.pbtxt; ``models`` defaults to every model of the repository that has one
+    (explicit model control: other models, e.g. ONNX-only ones for NVIDIA's image, are not loaded).
+    The backend stub embeds the system's libpython (Debian ``libpython3.11``) and ignores
+    ``PYTHONPATH``: model.py prepends ``LOOKALIKE_TRITON_PYTHONPATH`` to ``sys.path``, set here to the
+    nvidia-pytriton install (its NumPy 1.x, which the stub needs) and then this interpreter's
+    site-packages (onnxruntime). ``ort_threads`` > 0 caps ONNX Runtime's threads in the model.
+    Healthy once the server is live and ready and every model is ready over both HTTP and gRPC.
+    """
+    data_dir = Path(data_dir).absolute()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    repository = Path(model_repository).absolute()
+    if not repository.is_dir():
+        raise ServerStartError(f"model repository {repository} does not exist")
+    if models is None:
+        models = sorted(p.parent.parent.name for p in repository.glob(f"*/configs/{config_name}.pbtxt"))
+    models = list(models)
+    if not models:
+        raise ServerStartError(f"no model in {repository} has a configs/{config_name}.pbtxt to serve")
+    dist = triton_distribution()
+    exe = dist / "pytriton" / "tritonserver" / "bin" / "tritonserver"
+    libs = dist / "nvidia_pytriton.libs"
+    backend_dir, stub = _triton_backend_dir(dist, data_dir)
+    site_packages = [p for p in dict.fromkeys(
+        [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]) if Path(p).is_dir()]
+    env = dict(os.environ)
+    env.update({
+        "LD_LIBRARY_PATH": os.pathsep.join(p for p in (str(libs), env.get("LD_LIBRARY_PATH", "")) if p),
+        "LOOKALIKE_TRITON_PYTHONPATH": os.pathsep.join(dict.fromkeys([str(dist), *site_packages])),
+        "LOOKALIKE_TRITON_ORT_THREADS": str(max(0, ort_threads)),
+    })
+    missing = _missing_libraries(stub, env)
+    if missing:
+        version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+        raise ServerStartError(
+            f"the Triton python backend stub cannot load {', '.join(missing)}: it embeds the system's "
+            f"Python {version} (Debian: `apt-get install libpython{version}`, which `make setup-triton` does)"
+        )
+
+    def launch(ports: dict[str, int]) -> ServerProcess:
+        argv = [
+            str(exe), f"--model-repository={repository}", f"--backend-directory={backend_dir}",
+            f"--model-config-name={config_name}", "--model-control-mode=explicit",
+            *(f"--load-model={m}" for m in models),
+            f"--http-address={HOST}", f"--http-port={ports['http']}",
+            f"--grpc-address={HOST}", f"--grpc-port={ports['client']}",
+            f"--metrics-address={HOST}", f"--metrics-port={ports['metrics']}",
+            "--allow-gpu-metrics=false", "--pinned-memory-pool-byte-size=0",
+            "--cuda-memory-pool-byte-size=0:0", "--exit-timeout-secs=5", "--strict-readiness=true",
+            # shared-memory regions between the server and the stubs, unique per server
+            f"--backend-config=python,shm-region-prefix-name=lookalike_triton_{ports['client']}_",
+            "--backend-config=python,shm-default-byte-size=33554432",  # a full batch without growing
+        ]
+        url = f"{HOST}:{ports['client']}"
+
+        def health() -> None:
+            base = f"http://{HOST}:{ports['http']}/v2"
+            for path in ("/health/ready", *(f"/models/{m}/ready" for m in models)):
+                status, body = _http_get(base + path)
+                if status != 200:
+                    raise RuntimeError(f"{base}{path}: {status} {body[:200]!r}")
+            import tritonclient.grpc as grpcclient
+
+            client = grpcclient.InferenceServerClient(url)
+            try:
+                not_ready = [m for m in models if not client.is_model_ready(m, client_timeout=5)]
+                if not client.is_server_ready(client_timeout=5) or not_ready:
+                    raise RuntimeError(f"gRPC {url}: server or models {not_ready} not ready")
+            finally:
+                client.close()
+
+        return launch_process("triton", argv, data_dir=data_dir, log_path=data_dir / "tritonserver.log",
+                              ports=ports, health=health, timeout=timeout, env=env, cwd=data_dir,
+                              cancel=cancel)
+
+    return _start_with_retries("triton", {"client": grpc_port, "http": http_port, "metrics": metrics_port}, launch)
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ every expression this module sends (search, query, get, delete, count), so no qu
 another namespace's vectors even if two namespaces' rows ever shared a collection.
 
 Consistency: reads use the Session level and writes are *fenced* — an upsert or delete returns only
-once a Session-level read has seen its timestamp, i.e. once the query node serves it. Every later
+after a Strong read of the collection, i.e. once the query node serves the write. Every later
 search, from any process, then sees the write (Milvus reads at the query node's safe timestamp, which
 only moves forward). Strong reads would give the same guarantee but wait for the next time tick on
 every search (~200 ms here); the fence pays that once per written batch instead. See the README's
@@ -244,14 +244,14 @@ class MilvusIndex:
         self._loaded.add(name)
 
     async def _fence(self, name: str, namespace: str, some_id: str) -> None:
-        """Returns once this process's last write to `name` is served by the query node.
+        """Returns once the write just made to `name` is served by the query node.
 
-        pymilvus keeps the timestamp of the last write per collection; a Session-level read waits
-        until the query node's safe timestamp has passed it."""
+        A Strong read waits until the query node's safe timestamp passes "now", which is after the
+        write. (A Session read is not enough: pymilvus records no timestamp for deletes.)"""
         if self.fence_writes:
             await self._call(
                 self.client.query, name, filter=scoped(namespace, f"id == {quote(some_id)}"),
-                output_fields=["id"], limit=1, consistency_level="Session",
+                output_fields=["id"], limit=1, consistency_level="Strong",
             )
 
     async def upsert(self, name: str, rows: list[dict[str, Any]]) -> int:

@@ -1,7 +1,11 @@
 """Encoder service: EncoderService (protos/lookalike/v1/encoder_service.proto).
 
-Images are decoded once (in worker threads, off the event loop) and every requested extractor runs
-on the decoded batch; one bad image fails only its own entry.
+Images are decoded once, in a thread pool (off the event loop, in parallel across cores); one bad
+image fails only its own entry. Every requested extractor then gets the decoded images through its
+:class:`~services.encoder.batching.MicroBatcher`, so concurrent calls share model runs (bounded queue
+delay, max batch size, per-model Prometheus metrics). Models run in-process on ONNX Runtime or on a
+Triton server (``LOOKALIKE_ENCODER_BACKEND=onnxruntime|triton``, ``LOOKALIKE_TRITON_URL``): the
+extractors open their sessions through ``lookalike.sessions.open_session_for`` with these settings.
 """
 
 from __future__ import annotations
@@ -15,13 +19,16 @@ from typing import Any
 import numpy as np
 
 from lookalike.config import Settings
-from lookalike.errors import FailedPrecondition, InvalidArgument
+from lookalike.errors import FailedPrecondition, InvalidArgument, Unavailable
 from lookalike.imaging import ImageError, decode_image
 from lookalike.models import EXTRACTORS, Extractor, ModelSettings, UnknownExtractorError, get_extractor
 from lookalike.server import ServiceSpec, rpc
+from lookalike.sessions.triton import TritonUnavailableError
 from lookalike.v1 import encoder_service_pb2 as pb
 from lookalike.v1 import encoder_service_pb2_grpc as grpc_pb
 from lookalike.v1 import types_pb2
+
+from .batching import BatchingSettings, MicroBatcher
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +55,15 @@ def to_vector(row: np.ndarray, binary: bool) -> types_pb2.Vector:
 
 
 class EncoderServicer(grpc_pb.EncoderServiceServicer):
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, batching: BatchingSettings | None = None) -> None:
         self.settings = settings
+        self.batching = batching or BatchingSettings()
         workers = settings.encoder_threads or os.cpu_count() or 2
-        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="encode")
-        self.model_settings = ModelSettings()
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
+        # encoder_backend, triton_url and model_repository come from the service's settings
+        self.model_settings = ModelSettings.coerce(settings)
         self.extractors: dict[str, Extractor] = {}
+        self.batchers: dict[str, MicroBatcher] = {}
 
     def _extractor(self, name: str) -> Extractor:
         """The one instance per extractor (each loads its model once, lazily)."""
@@ -64,9 +74,18 @@ class EncoderServicer(grpc_pb.EncoderServiceServicer):
                 raise InvalidArgument(str(exc)) from None
         return self.extractors[name]
 
+    def _batcher(self, name: str) -> MicroBatcher:
+        batcher = self.batchers.get(name)
+        if batcher is None:
+            batcher = self.batchers[name] = MicroBatcher(name, self._extractor(name).encode, self.batching)
+        return batcher
+
     async def warm_up(self) -> None:
         """Loads every model before serving, so the first request does not pay for it."""
         loop = asyncio.get_running_loop()
+        log.info("encoder backend %s%s; batching %s", self.model_settings.encoder_backend,
+                 f" at {self.model_settings.triton_url}" if self.model_settings.encoder_backend == "triton" else "",
+                 self.batching.model_dump())
         for name in EXTRACTORS:
             await loop.run_in_executor(self.pool, self._extractor(name).load)
 
@@ -79,6 +98,12 @@ class EncoderServicer(grpc_pb.EncoderServiceServicer):
             return decode_image(data, max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels)
         except ImageError as exc:
             return exc
+
+    async def _encode(self, name: str, images: list[Any]) -> np.ndarray:
+        try:
+            return await self._batcher(name).submit(images)
+        except TritonUnavailableError as exc:  # the model server is down / not ready: retryable
+            raise Unavailable(str(exc)) from None
 
     @rpc
     async def EncodeImages(self, request: pb.EncodeImagesRequest, context: Any) -> pb.EncodeImagesResponse:
@@ -98,29 +123,35 @@ class EncoderServicer(grpc_pb.EncoderServiceServicer):
                 results[i].width, results[i].height = img.size
         if good:
             images = [decoded[i] for i in good]
-            for name, extractor in extractors.items():
-                binary = EXTRACTORS[name].vector_type == "binary"
-                vectors = await loop.run_in_executor(self.pool, extractor.encode, images)
-                for row, i in zip(vectors, good):
+            names = list(extractors)
+            # every extractor at once, each through its own micro-batcher
+            vectors = await asyncio.gather(*(self._encode(name, images) for name in names))
+            for name, rows in zip(names, vectors):
+                binary = extractors[name].spec.vector_type == "binary"
+                for row, i in zip(rows, good):
                     results[i].vectors[name].CopyFrom(to_vector(row, binary))
         return pb.EncodeImagesResponse(images=results)
 
     @rpc
     async def EncodeText(self, request: pb.EncodeTextRequest, context: Any) -> pb.EncodeTextResponse:
         extractor = self._extractor(request.extractor)
-        if not getattr(EXTRACTORS[request.extractor], "supports_text", False) or not hasattr(extractor, "encode_text"):
+        if not getattr(extractor.spec, "supports_text", False) or not hasattr(extractor, "encode_text"):
             raise FailedPrecondition(f"extractor {request.extractor!r} has no text encoder")
         if not request.texts:
             raise InvalidArgument("no texts")
-        vectors = await asyncio.get_running_loop().run_in_executor(self.pool, extractor.encode_text, list(request.texts))
+        try:
+            vectors = await asyncio.get_running_loop().run_in_executor(self.pool, extractor.encode_text, list(request.texts))
+        except TritonUnavailableError as exc:
+            raise Unavailable(str(exc)) from None
         return pb.EncodeTextResponse(vectors=[to_vector(v, False) for v in vectors])
 
     async def close(self) -> None:
+        await asyncio.gather(*(b.close() for b in self.batchers.values()), return_exceptions=True)
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
-def build(settings: Settings) -> ServiceSpec:
-    servicer = EncoderServicer(settings)
+def build(settings: Settings, batching: BatchingSettings | None = None) -> ServiceSpec:
+    servicer = EncoderServicer(settings, batching)
     return ServiceSpec(
         name="encoder",
         address=settings.encoder_addr,

@@ -10,6 +10,7 @@ import asyncio
 import io
 import logging
 import os
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -35,6 +36,9 @@ class RerankServicer(grpc_pb.RerankServiceServicer):
         self.settings = settings
         self.store = MinioObjectStore(settings)
         self.pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="verify")
+        # ~50 KB of keypoints and descriptors per image
+        self.cache: OrderedDict[str, Features | None] = OrderedDict()
+        self.cache_size = settings.rerank_cache_images
 
     def _features(self, data: bytes) -> Features:
         image = decode_image(data, max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels)
@@ -55,13 +59,24 @@ class RerankServicer(grpc_pb.RerankServiceServicer):
 
         return features(reduced_gray(ImageOps.exif_transpose(image)))
 
+    async def _candidate(self, key: str) -> Features | None:
+        """Keypoints of a stored image. Objects are content-addressed (immutable), so features are
+        cached by key without any invalidation; hot catalog images are decoded once."""
+        if key in self.cache:
+            self.cache.move_to_end(key)
+            return self.cache[key]
+        data = await self.store.get(key)
+        features_ = await asyncio.get_running_loop().run_in_executor(self.pool, self._candidate_features, data)
+        self.cache[key] = features_
+        while len(self.cache) > self.cache_size:
+            self.cache.popitem(last=False)
+        return features_
+
     async def _verify_one(self, query: Features, candidate: pb.RerankCandidate) -> Verification:
-        loop = asyncio.get_running_loop()
-        data = await self.store.get(candidate.object)
-        cand = await loop.run_in_executor(self.pool, self._candidate_features, data)
+        cand = await self._candidate(candidate.object)
         if cand is None:
             return Verification(0, None)
-        return await loop.run_in_executor(self.pool, verify, query, cand)
+        return await asyncio.get_running_loop().run_in_executor(self.pool, verify, query, cand)
 
     @rpc
     async def Rerank(self, request: pb.RerankRequest, context: Any) -> pb.RerankResponse:

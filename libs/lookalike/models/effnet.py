@@ -18,9 +18,16 @@ from typing import ClassVar, Literal
 import numpy as np
 from PIL import Image
 
-from ..imaging import to_rgb
-from ..sessions import ModelSession, TensorInfo, open_session
+from ..sessions import ModelSession, TensorInfo, open_session_for
 from .base import Extractor, ExtractorSpec, ModelSettings
+from .preprocess import (
+    CENTER_CROP_RATIO,
+    RESAMPLING,
+    ImageRecipe,
+    ResizePolicy,
+    preprocess_images,
+    resize_image,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +38,10 @@ __all__ = [
     "EffnetLite0",
     "ResizePolicy",
     "preprocess",
+    "recipe",
+    "resize_image",
 ]
 
-ResizePolicy = Literal["squash", "center_crop", "letterbox"]
 Normalization = Literal["imagenet", "inception"]
 
 NORMALIZATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
@@ -48,37 +56,25 @@ NORMALIZATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, 
 DEFAULT_RESIZE: ResizePolicy = "center_crop"
 DEFAULT_NORMALIZATION: Normalization = "inception"
 DEFAULT_RESAMPLE = Image.Resampling.BICUBIC
-CENTER_CROP_RATIO = 0.875  # 224 / 256: the standard ImageNet evaluation crop
+_RESAMPLE_NAMES = {v: k for k, v in RESAMPLING.items()}
 
 
-def resize_image(
-    image: Image.Image,
+def recipe(
     size: int = 224,
-    policy: ResizePolicy = DEFAULT_RESIZE,
-    *,
-    fill: tuple[int, int, int] = (0, 0, 0),
+    resize: ResizePolicy = DEFAULT_RESIZE,
+    normalization: Normalization = DEFAULT_NORMALIZATION,
     resample: Image.Resampling = DEFAULT_RESAMPLE,
-) -> Image.Image:
-    """One RGB image to ``size`` x ``size`` by ``policy``.
-
-    - ``squash``: the whole image to size x size (aspect ratio not kept, nothing lost);
-    - ``center_crop``: shorter side to size/0.875 (256), then the central size x size;
-    - ``letterbox``: longer side to size, centred on a ``fill`` canvas.
-    """
-    w, h = image.size
-    if policy == "squash":
-        return image.resize((size, size), resample)
-    if policy == "center_crop":
-        side = min(w, h) * CENTER_CROP_RATIO  # the crop window, in source pixels
-        left, top = (w - side) / 2, (h - side) / 2
-        return image.resize((size, size), resample, box=(left, top, left + side, top + side))
-    if policy == "letterbox":
-        scale = size / max(w, h)
-        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-        canvas = Image.new("RGB", (size, size), fill)
-        canvas.paste(image.resize((nw, nh), resample), ((size - nw) // 2, (size - nh) // 2))
-        return canvas
-    raise ValueError(f"unknown resize policy {policy!r}")
+) -> ImageRecipe:
+    """EfficientNet-Lite0's preprocessing as an :class:`ImageRecipe`."""
+    mean, std = NORMALIZATIONS[normalization]
+    return ImageRecipe(
+        size=(size, size),
+        resize=resize,
+        crop_ratio=CENTER_CROP_RATIO,
+        resample=_RESAMPLE_NAMES[resample],
+        mean=mean,
+        std=std,
+    )
 
 
 def preprocess(
@@ -90,16 +86,7 @@ def preprocess(
     resample: Image.Resampling = DEFAULT_RESAMPLE,
 ) -> np.ndarray:
     """Images -> float32 [N,3,size,size], normalised (the model's ``pixel_values``)."""
-    mean, std = (np.asarray(v, dtype=np.float32) for v in NORMALIZATIONS[normalization])
-    fill = tuple(int(round(m * 255)) for m in mean)  # letterbox padding becomes ~0 after normalising
-    batch = np.empty((len(images), size, size, 3), dtype=np.uint8)
-    for i, image in enumerate(images):
-        rgb = image if image.mode == "RGB" else to_rgb(image)
-        resized = resize_image(rgb, size, resize, fill=fill, resample=resample)  # type: ignore[arg-type]
-        batch[i] = np.asarray(resized)
-    scale = 1.0 / (255.0 * std)
-    x = batch.astype(np.float32) * scale - mean / std  # broadcast over the channel axis
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)
+    return preprocess_images(images, recipe(size, resize, normalization, resample))
 
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -159,19 +146,12 @@ class EffnetLite0(Extractor):
         return self._image_size
 
     def _load(self) -> None:
-        if not self.model_path.is_file():
+        if self.settings.encoder_backend == "onnxruntime" and not self.model_path.is_file():
             raise FileNotFoundError(
                 f"{self.model_name}: no model at {self.model_path} (set LOOKALIKE_MODEL_REPOSITORY to "
                 "the model repository, or run `make models` to export it)"
             )
-        self._bind(
-            open_session(
-                self.model_path,
-                providers=self.settings.providers or None,
-                intra_op_threads=self.settings.intra_op_threads,
-                inter_op_threads=self.settings.inter_op_threads,
-            )
-        )
+        self._bind(open_session_for(self.model_path, self.settings))
 
     def _unload(self) -> None:
         self._session = None
@@ -197,7 +177,7 @@ class EffnetLite0(Extractor):
         self._session = session
 
     def preprocess(self, images: Sequence[Image.Image]) -> np.ndarray:
-        return preprocess(images, size=self._image_size, resize=self.resize, normalization=self.normalization)
+        return preprocess_images(images, recipe(self._image_size, self.resize, self.normalization))
 
     def predict(
         self, images: Sequence[Image.Image], outputs: Sequence[str] = ("embedding", "logits")
