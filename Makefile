@@ -140,3 +140,23 @@ browser-deps: $(VENV)/.installed-browser ## Debian's chromium (apt-get, if missi
 	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium; \
 	fi
 	$(CHROMIUM) --version
+
+# ---- Triton: the tritonserver that PyPI nvidia-pytriton bundles (2.51, python backend only) -------
+# For tests/test_triton.py and bench/encoder.py. Installed into its own folder, never .venv: it needs
+# numpy<2 (pyproject's `triton` extra says why). Its python backend stub embeds the system's
+# libpython3.11 (Debian package libpython3.11), installed here when missing (needs root).
+TRITON_HOME ?= $(TOOLS)/triton
+
+.PHONY: setup-triton
+
+$(TRITON_HOME)/.installed: pyproject.toml | $(VENV)/.installed
+	@if ! { /sbin/ldconfig -p 2>/dev/null || ldconfig -p; } | grep -q 'libpython3\.11\.so\.1\.0'; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libpython3.11; \
+	  else echo "the Triton python backend stub needs Debian's libpython3.11: sudo apt-get install libpython3.11" >&2; exit 1; fi; \
+	fi
+	rm -rf $(TRITON_HOME)
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-warn-conflicts --target $(TRITON_HOME) $$($(BIN)/python -c \
+	  'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["triton"]))')
+	touch $@
+
+setup-triton: $(TRITON_HOME)/.installed ## tritonserver (pinned nvidia-pytriton) into .tools/triton, for the Triton tests and bench

@@ -316,3 +316,13 @@ def test_cli_indexes_a_folder_and_searches(mesh: Stack, photos: dict[str, bytes]
     assert [d["filename"] for d in json.loads(result.output)["documents"]] == ["space/rocket.jpg"]
     result = runner.invoke(app, ["search", str(query), "-c", "nope", *common])
     assert result.exit_code == 2 and "NOT_FOUND" in result.output
+
+
+def test_every_service_exposes_prometheus_metrics(catalog: Catalog, mesh: Stack, photos: dict[str, bytes]) -> None:
+    catalog.search(retriever_pb.Query(image=photos["coffee"]))
+    scraped = {name: httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text for name, port in mesh.metrics_ports.items()
+               if name in ("gateway", "encoder", "search", "ingest", "rerank")}
+    assert set(scraped) == {"gateway", "encoder", "search", "ingest", "rerank"}
+    assert 'lookalike_rpc_total{code="OK",method="ExecuteRetriever",service="Retriever"}' in scraped["gateway"]
+    assert 'method="Search",service="Search"' in scraped["search"]
+    assert "lookalike_rpc_seconds_bucket" in scraped["encoder"]

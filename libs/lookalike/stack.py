@@ -87,6 +87,8 @@ class Stack:
     services: dict[str, ServerProcess] = field(default_factory=dict)
     # whether stop() also stops the servers (False when they belong to someone else, e.g. a test session)
     own_infra: bool = True
+    # Prometheus /metrics port of each service process
+    metrics_ports: dict[str, int] = field(default_factory=dict)
 
     @property
     def gateway_addr(self) -> str:
@@ -110,6 +112,8 @@ class Stack:
         address = address or self.addresses[name]
         env = {**self.env(), **(env or {})}
         env["LOOKALIKE_LISTEN_ADDR"] = address
+        self.metrics_ports[name] = free_port()
+        env.setdefault("LOOKALIKE_METRICS_PORT", str(self.metrics_ports[name]))
         process = devservers.launch_process(
             name,
             [sys.executable, "-m", module],
@@ -143,6 +147,7 @@ class Stack:
             "addresses": self.addresses,
             "extra_env": self.extra_env,
             "services": {n: p.to_json() for n, p in self.services.items()},
+            "metrics_ports": self.metrics_ports,
         }
         (self.run_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
 
@@ -233,10 +238,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     state = json.loads(state_path.read_text())
     ok = True
+    metrics = state.get("metrics_ports", {})
     for name, address in state["addresses"].items():
         serving = is_serving(name, address)
         ok &= serving
-        print(f"{name:18} {address:22} {'SERVING' if serving else 'DOWN'}")
+        scrape = f"http://127.0.0.1:{metrics[name]}/metrics" if name in metrics else ""
+        print(f"{name:18} {address:22} {'SERVING' if serving else 'DOWN':8} {scrape}")
     return 0 if ok else 1
 
 
