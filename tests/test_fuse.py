@@ -148,3 +148,19 @@ def test_rrf_property(lists: list[list[str]], k: int, limit: int) -> None:
     if out and limit:
         kept = {c.id for c in out}
         assert all(score <= out[-1].score + 1e-12 for i, score in expected.items() if i not in kept)
+
+
+def test_weights_scale_each_search() -> None:
+    from lookalike.v1 import retriever_service_pb2 as rpb
+    from services.gateway.pipeline import Candidate, Pipeline
+    from google.protobuf import struct_pb2
+
+    def cand(i: str) -> Candidate:
+        return Candidate(i, f"o/{i}", f"{i}.jpg", struct_pb2.Struct(), 0.0)
+
+    first, second = [cand("a"), cand("b")], [cand("b"), cand("a")]
+    equal = Pipeline._fuse("fuse", rpb.FuseStage(k=10), [first, second])
+    assert equal[0].score == equal[1].score
+    weighted = Pipeline._fuse("fuse", rpb.FuseStage(k=10, weights=[1.0, 0.25]), [first, second])
+    assert [c.id for c in weighted] == ["a", "b"]
+    assert weighted[0].score == 1 / 11 + 0.25 / 12

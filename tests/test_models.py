@@ -63,7 +63,7 @@ def effnet() -> EffnetLite0:
 
 
 def test_registry_specs():
-    assert set(EXTRACTORS) == {"effnet-lite0", "phash"}
+    assert {"effnet-lite0", "phash", "concepts"} <= set(EXTRACTORS)  # + model-repository folders
     e, p = EXTRACTORS["effnet-lite0"], EXTRACTORS["phash"]
     assert (e.dim, e.metric, e.vector_type, e.width, e.dtype) == (1280, "COSINE", "float", 1280, np.float32)
     assert (p.dim, p.metric, p.vector_type, p.width, p.dtype) == (64, "HAMMING", "binary", 8, np.uint8)

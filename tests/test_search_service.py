@@ -486,3 +486,37 @@ def test_ivf_pq_refine_recovers_recall(milvus_uri: str) -> None:
     finally:
         with_refine.close()
         without.close()
+
+
+@pytest.mark.integration
+@pytest.mark.e2e
+def test_cli_creates_hnsw_and_ivf_pq_collections_with_parameters(mesh, milvus_uri: str) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from lookalike.cli import app
+
+    runner = CliRunner()
+    common = ["--gateway", mesh.gateway_addr, "--namespace", "cli-index"]
+    assert runner.invoke(app, ["namespaces", "create", "cli-index", "--gateway", mesh.gateway_addr]).exit_code == 0
+    result = runner.invoke(app, ["collections", "create", "graph", "--index", "hnsw", "--m", "24", "--ef-construction", "128", "--ef", "96", *common])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["collections", "create", "compact", "-e", "effnet-lite0", "--index", "ivf-pq",
+                                 "--nlist", "256", "--pq-m", "80", "--nbits", "8", "--nprobe", "32", *common])
+    assert result.exit_code == 0, result.output
+    client = MilvusClient(uri=milvus_uri)
+    graph = client.describe_index(milvus_collection_name("cli-index", "graph", "effnet-lite0"), "vector")
+    assert (graph["index_type"], graph["M"], graph["efConstruction"]) == ("HNSW", "24", "128")
+    phash = client.describe_index(milvus_collection_name("cli-index", "graph", "phash"), "vector")
+    assert (phash["index_type"], phash["metric_type"]) == ("BIN_FLAT", "HAMMING")
+    compact = client.describe_index(milvus_collection_name("cli-index", "compact", "effnet-lite0"), "vector")
+    assert (compact["index_type"], compact["nlist"], compact["m"], compact["nbits"]) == ("IVF_PQ", "256", "80", "8")
+    result = runner.invoke(app, ["collections", "list", *common])
+    assert "INDEX_TYPE_IVF_PQ" in result.output and "INDEX_TYPE_HNSW" in result.output
+    # bad parameters: a clear error naming the parameter, and nothing created
+    result = runner.invoke(app, ["collections", "create", "bad", "--index", "ivf-pq", "--pq-m", "7", *common])
+    assert result.exit_code == 2 and "INVALID_ARGUMENT" in result.output and "ivf_pq.m=7 must divide the dimension 1280" in result.output
+    result = runner.invoke(app, ["collections", "create", "bad", "--index", "hnsw", "--nlist", "64", *common])
+    assert result.exit_code == 2 and "ivf_pq parameters given for a HNSW index" in result.output
+    result = runner.invoke(app, ["collections", "create", "bad", "--m", "1000", *common])
+    assert result.exit_code == 2 and "hnsw.m must be between 4 and 64, got 1000" in result.output
+    assert not client.has_collection(milvus_collection_name("cli-index", "bad", "effnet-lite0"))

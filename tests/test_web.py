@@ -34,7 +34,8 @@ import pytest
 from PIL import Image, ImageOps
 
 from lookalike.cli import Gateway
-from lookalike.stack import Stack
+from lookalike.devservers import free_port
+from lookalike.stack import Stack, http_health_check
 from lookalike.v1 import (
     bucket_service_pb2 as bucket_pb,
     collection_service_pb2 as collection_pb,
@@ -64,6 +65,7 @@ CATEGORIES = {
     "hubble": "space", "retina": "science", "cells": "science", "coins": "object", "china": "place",
     "flower": "plant", "motorcycle": "object",
 }
+ADMIN_KEY = "web-admin-key-0123456789"
 # over the gateway's 32 MiB image byte limit (LOOKALIKE_MAX_IMAGE_BYTES)
 HUGE = b"\xff\xd8\xff\xe0" + bytes(33 * 1024 * 1024)
 
@@ -166,6 +168,35 @@ def test_every_grpc_status_has_an_http_status() -> None:
     assert http_status(grpc.StatusCode.UNAVAILABLE) == 503
 
 
+def test_app_on_its_own_headers_limits_and_an_absent_gateway() -> None:
+    """No servers: the ASGI app in-process, its gateway address closed."""
+    from starlette.testclient import TestClient
+
+    from services.web.server import WebSettings, create_app
+
+    settings = WebSettings(gateway_addr=f"127.0.0.1:{free_port()}", web_max_body_bytes=1000, rpc_timeout_s=5)
+    with TestClient(create_app(settings)) as client:
+        health = client.get("/healthz", headers={"x-request-id": "abc-123\r\nx: y"})
+        assert health.json() == {"status": "serving"} and health.headers["x-request-id"] == "abc-123xy"
+        assert health.headers["x-content-type-options"] == "nosniff" and health.headers["referrer-policy"] == "no-referrer"
+        assert "script-src 'self'" in health.headers["content-security-policy"]
+        assert client.get("/readyz").status_code == 503
+        page = client.get("/")
+        assert page.status_code == 200 and '<script type="module" src="/static/app.js">' in page.text
+        for asset in ("app.js", "style.css"):
+            assert client.get(f"/static/{asset}").status_code == 200
+        # nothing from elsewhere: every script, style and fetch is this server's
+        assert "http" not in "".join(line for line in page.text.splitlines() if "src=" in line or "href=" in line)
+        big = client.post(f"/api/namespaces/{NAMESPACE}/search", content=b"x" * 2000, headers={"content-type": "application/octet-stream"})
+        assert big.status_code == 413 and big.json()["error"]["code"] == "RESOURCE_EXHAUSTED"
+        down = client.get("/api/namespaces")
+        assert down.status_code == 503 and down.json()["error"]["code"] == "UNAVAILABLE"
+        assert settings.gateway_addr in down.json()["error"]["message"]
+        assert client.get("/api/nothing").json()["error"]["code"] == "NOT_FOUND"
+        bad_filter = client.post(f"/api/namespaces/{NAMESPACE}/search", data={"retriever": "r", "text": "x", "filter": "a =="})
+        assert bad_filter.status_code == 400 and bad_filter.json()["error"]["code"] == "INVALID_ARGUMENT"
+
+
 @pytest.mark.integration
 @pytest.mark.e2e
 def test_api_lists_what_the_gateway_has(api: httpx.Client, web_url: str) -> None:
@@ -197,6 +228,11 @@ def test_api_search_returns_what_the_gateway_returns(api: httpx.Client, catalog:
     assert first["filename"] == "coffee.jpg" and first["metadata"] == {"category": "food", "name": "coffee"}
     assert first["box"] and first["inlier_count"] > 0 and first["preview_url"].startswith("http")
     assert [t["stage"] for t in body["stage_timings"]] == ["feature_search[0]", "rerank[1]"]
+    # a collection without a chosen retriever gets the CLI's default one, created on first use
+    default = api.post("/search", data={"collection": "photos"}, files={"image": ("coffee-crop.jpg", query, "image/jpeg")}).json()
+    assert default["retriever"] == f"namespaces/{NAMESPACE}/retrievers/photos-search-rerank"
+    assert default["documents"][0]["filename"] == "coffee.jpg" and default["documents"][0]["box"]
+    assert "photos-search-rerank" in [r["id"] for r in api.get("/retrievers").json()["retrievers"]]
 
 
 @pytest.mark.integration
@@ -267,7 +303,7 @@ def _browser_missing() -> str:
 def browser() -> Iterator[Browser]:
     if missing := _browser_missing():
         make = shutil.which("make") or "make"
-        run = subprocess.run([make, "browser-deps"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=1200)
+        run = subprocess.run([make, "browser-deps", f"CHROMIUM={CHROMIUM}"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=540)
         if still := _browser_missing():
             pytest.fail(
                 f"the web page tests need a real browser: {missing}. `make browser-deps` (apt-get install chromium, "
@@ -412,6 +448,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, catalog: WebCatalog) -> Ite
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
     handler.log_message = lambda *a, **k: None  # type: ignore[attr-defined]
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.handle_error = lambda *args: None  # type: ignore[method-assign]  # the gateway hangs up on huge.jpg early, as it should
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
@@ -584,3 +621,80 @@ def test_keyboard_and_labels(page: Page) -> None:
     page.keyboard.press("Enter")
     wait_for_search(page)
     expect(page.locator("#search-status")).not_to_be_empty()
+
+
+# ---- a gateway that requires API keys ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def secured(mesh: Stack, catalog: WebCatalog) -> Iterator[tuple[str, str]]:
+    """A gateway replica with API keys on and a second web app in front of it: (web URL, a key for
+    namespace `web`)."""
+    gateway_addr, web_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+
+    def web_serving() -> None:
+        if not http_health_check(web_addr):
+            raise RuntimeError(f"{web_addr} not serving yet")
+
+    try:
+        mesh.start_service("gateway-webauth", module="services.gateway", address=gateway_addr,
+                           env={"LOOKALIKE_AUTH_ENABLED": "true", "LOOKALIKE_ADMIN_API_KEY": ADMIN_KEY})
+        mesh.start_service("web-auth", module="services.web", address=web_addr,
+                           env={"LOOKALIKE_GATEWAY_ADDR": gateway_addr}, health=web_serving)
+        admin = Gateway(gateway_addr)
+        key = admin.namespaces.CreateApiKey(
+            namespace_pb.CreateApiKeyRequest(parent=f"namespaces/{NAMESPACE}", display_name="web test"),
+            metadata=[("authorization", f"Bearer {ADMIN_KEY}")], timeout=10,
+        ).key
+        yield f"http://{web_addr}", key
+    finally:
+        mesh.stop_service("web-auth")
+        mesh.stop_service("gateway-webauth")
+
+
+@pytest.mark.integration
+@pytest.mark.e2e
+def test_api_passes_the_api_key_and_maps_auth_errors(secured: tuple[str, str]) -> None:
+    url, key = secured
+    with httpx.Client(base_url=f"{url}/api", trust_env=False, timeout=30) as client:
+        missing = client.get("/namespaces")
+        assert missing.status_code == 401 and missing.json()["error"]["code"] == "UNAUTHENTICATED"
+        assert "API key" in missing.json()["error"]["message"]
+        assert client.get("/namespaces", headers={"authorization": "Bearer lk_kdeadbeef_nope"}).status_code == 401
+        auth = {"authorization": f"Bearer {key}"}
+        assert [n["id"] for n in client.get("/namespaces", headers=auth).json()["namespaces"]] == [NAMESPACE]
+        assert client.get(f"/namespaces/{NAMESPACE}/collections", headers=auth).status_code == 200
+        other = client.get("/namespaces/e2e/collections", headers=auth)
+        assert other.status_code == 403 and other.json()["error"]["code"] == "PERMISSION_DENIED"
+        assert f"namespaces/{NAMESPACE}" in other.json()["error"]["message"]
+
+
+@pytest.mark.integration
+@pytest.mark.e2e
+def test_page_asks_for_an_api_key_and_uses_it(browser: Any, secured: tuple[str, str], catalog: WebCatalog) -> None:
+    from playwright.sync_api import expect
+
+    url, key = secured
+    page = browser.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        page.goto(f"{url}/")
+        error_box = page.locator("#global-error")
+        expect(error_box).to_be_visible()
+        assert error_box.get_attribute("data-code") == "UNAUTHENTICATED"
+        assert "Unauthorised" in error_box.inner_text() and "HTTP 401" in error_box.inner_text()
+        expect(page.locator("#api-key")).to_be_visible()  # the key form opened itself
+        page.screenshot(path=str(ARTIFACTS / "auth-required.png"), full_page=True)
+        page.fill("#api-key", key)
+        page.press("#api-key", "Enter")
+        expect(error_box).to_be_hidden()
+        expect(page.locator("#auth-summary")).to_have_text("API key (in use)")
+        page.locator("#retriever option[value=visual]").wait_for(state="attached")
+        assert page.locator("#namespace option").evaluate_all("o => o.map(x => x.value)") == [NAMESPACE]
+        page.select_option("#retriever", "visual")
+        drop_file(page, "#drop-zone", "coffee-crop.jpg", crop(catalog.photos["coffee"], (0.15, 0.1, 0.85, 0.8)))
+        wait_for_search(page)
+        assert results(page)[0] == "coffee.jpg"
+        # the key stays in this tab only, never in the page's URL
+        assert key not in page.url
+    finally:
+        page.close()

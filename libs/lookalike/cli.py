@@ -14,7 +14,7 @@ import grpc
 import typer
 from google.protobuf import struct_pb2
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from lookalike.filters import parse_filter_text
@@ -140,9 +140,9 @@ def index_folder(
     files = find_images(folder)
     if not files:
         raise typer.BadParameter(f"no images under {folder}")
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=show, disable=show is None)
+    progress = job_progress(show)
     with progress:
-        upload_task = progress.add_task("uploading", total=len(files))
+        upload_task = progress.add_task("uploading", total=len(files), counts="", rate="")
 
         def requests() -> Iterator[bucket_service_pb2.UploadObjectsRequest]:
             for i, path in enumerate(files):
@@ -160,18 +160,50 @@ def index_folder(
                 show.print(f"[yellow]rejected[/yellow] {result.filename}: {result.error}")
         if not wait:
             return response
-        index_task = progress.add_task("indexing", total=response.accepted_count)
-        while True:
-            job = gw.buckets.GetJob(bucket_service_pb2.GetJobRequest(name=response.job), timeout=gw.timeout).job
-            progress.update(index_task, total=max(job.queued, 1) if job.queued else response.accepted_count, completed=job.indexed + job.failed)
-            if job.done:
-                break
-            time.sleep(0.3)
+        job = follow_job(gw, response.job, progress, expected=response.accepted_count)
     if show is not None:
         for failure in job.failures:
             show.print(f"[red]failed[/red] {failure.filename}: {failure.reason}")
         show.print(f"indexed {job.indexed}, failed {job.failed}, rejected {response.rejected_count} (job {job.name})")
     return job
+
+
+def job_progress(show: Console | None = console) -> Progress:
+    """Bars for upload and indexing: done/total, rate, elapsed and remaining time, and the counts."""
+    return Progress(
+        TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[counts]}"),
+        TextColumn("[dim]{task.fields[rate]}[/dim]"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+        console=show, disable=show is None,
+    )
+
+
+def follow_job(
+    gw: Gateway, job_name: str, progress: Progress, expected: int = 0, interval: float = 0.3, timeout: float | None = None,
+) -> types_pb2.Job:
+    """Polls GetJob until the job is done, advancing an "indexing" bar: indexed + failed of queued.
+    A gateway that is briefly unreachable (a restart) only pauses the bar."""
+    task = progress.add_task("indexing", total=expected or None, counts="", rate="")
+    started = time.monotonic()
+    job: types_pb2.Job | None = None
+    while True:
+        try:
+            job = gw.buckets.GetJob(bucket_service_pb2.GetJobRequest(name=job_name), timeout=gw.timeout).job
+        except grpc.RpcError as exc:
+            if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.INTERNAL):
+                raise
+        if job is not None:
+            finished = job.indexed + job.failed
+            elapsed = max(time.monotonic() - started, 1e-6)
+            progress.update(
+                task, total=max(job.queued, finished) or expected or None, completed=finished,
+                counts=f"[green]{job.indexed} indexed[/green]" + (f" [red]{job.failed} failed[/red]" if job.failed else ""),
+                rate=f"{job.indexed / elapsed:.1f} img/s",
+            )
+            if job.done:
+                return job
+        if timeout is not None and time.monotonic() - started > timeout:
+            raise TimeoutError(f"job {job_name} not done after {timeout:.0f}s")
+        time.sleep(interval)
 
 
 @app.command("index")
@@ -285,15 +317,32 @@ def collections_create(
     namespace: NamespaceOpt = "default",
     extractor: Annotated[list[str], typer.Option("--extractor", "-e")] = [],
     index: Annotated[str, typer.Option(help="hnsw | ivf-pq | flat")] = "hnsw",
+    m: Annotated[Optional[int], typer.Option("--m", help="HNSW graph degree (4-64, default 16)")] = None,
+    ef_construction: Annotated[Optional[int], typer.Option("--ef-construction", help="HNSW build candidate list (8-512, default 200)")] = None,
+    ef: Annotated[Optional[int], typer.Option("--ef", help="HNSW query candidate list (default 64; raised to the limit)")] = None,
+    nlist: Annotated[Optional[int], typer.Option("--nlist", help="IVF-PQ inverted lists (default 1024)")] = None,
+    pq_m: Annotated[Optional[int], typer.Option("--pq-m", help="IVF-PQ sub-quantizers, must divide the dimension (default dimension/8)")] = None,
+    nbits: Annotated[Optional[int], typer.Option("--nbits", help="IVF-PQ bits per sub-quantizer code (1-16, default 8)")] = None,
+    nprobe: Annotated[Optional[int], typer.Option("--nprobe", help="IVF-PQ lists probed per query (default 16)")] = None,
     gateway: GatewayOpt = "127.0.0.1:50051",
 ) -> None:
+    """Create a collection: its extractors and its vector index (type and parameters)."""
     if index not in INDEX_TYPES:
         raise typer.BadParameter(f"index must be one of {', '.join(INDEX_TYPES)}")
+    spec = types_pb2.IndexSpec(type=INDEX_TYPES[index])
+    options = [("--m", spec.hnsw, "m", m), ("--ef-construction", spec.hnsw, "ef_construction", ef_construction),
+               ("--ef", spec.hnsw, "ef", ef), ("--nlist", spec.ivf_pq, "nlist", nlist), ("--pq-m", spec.ivf_pq, "m", pq_m),
+               ("--nbits", spec.ivf_pq, "nbits", nbits), ("--nprobe", spec.ivf_pq, "nprobe", nprobe)]
+    for option, params, field, value in options:
+        if value is not None:
+            if value <= 0:
+                raise typer.BadParameter(f"{option} must be positive")
+            setattr(params, field, value)  # the search service checks ranges and that they fit the index type
     try:
         response = Gateway(gateway).collections.CreateCollection(
             collection_service_pb2.CreateCollectionRequest(
                 parent=f"namespaces/{namespace}", collection_id=collection_id, feature_extractors=extractor,
-                index=types_pb2.IndexSpec(type=INDEX_TYPES[index]),
+                index=spec,
             ),
             timeout=60,
         )
@@ -323,6 +372,7 @@ def retrievers_create(
     search: Annotated[list[str], typer.Option(
         "--search", "-s", help="a feature_search stage: EXTRACTOR[:LIMIT[:image|text]], repeatable (default effnet-lite0:50)")] = [],
     fuse: Annotated[int, typer.Option(help="fuse the searches with reciprocal rank fusion, this k (default 60 when several)")] = 0,
+    weight: Annotated[list[float], typer.Option("--weight", "-w", help="fusion weight of each search, in order (default 1 each)")] = [],
     filter_text: Annotated[Optional[str], typer.Option("--filter", "-f", help="a filter stage")] = None,
     dedup: Annotated[int, typer.Option(help="a dedup stage with this pHash distance (0: none)")] = 0,
     collapse: Annotated[bool, typer.Option(help="dedup collapses near-duplicates instead of marking them")] = False,
@@ -345,7 +395,7 @@ def retrievers_create(
             collection=f"namespaces/{namespace}/collections/{collection}", feature_extractor=extractor,
             limit=int(limit or 50), input=inputs[source or "auto"])))
     if fuse or len(stages) > 1:
-        stages.append(retriever_service_pb2.Stage(fuse=retriever_service_pb2.FuseStage(k=fuse or 60)))
+        stages.append(retriever_service_pb2.Stage(fuse=retriever_service_pb2.FuseStage(k=fuse or 60, weights=weight)))
     if filter_text:
         stages.append(retriever_service_pb2.Stage(filter=retriever_service_pb2.FilterStage(filter=parse_filter_text(filter_text))))
     if dedup:
@@ -388,6 +438,152 @@ def duplicates_cmd(
     console.print(table)
     duplicates = sum(len(g.objects) - 1 for g in report.groups)
     console.print(f"{len(report.groups)} groups, {duplicates} near-duplicates among {report.image_count} images")
+
+
+# ---- buckets and jobs (ingest)
+
+buckets_app = typer.Typer(help="Buckets: uploads, S3 sources and their sync, objects", no_args_is_help=True)
+app.add_typer(buckets_app, name="buckets")
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """s3://bucket/some/prefix → (bucket, "some/prefix")"""
+    if not url.startswith("s3://") or len(url) <= 5:
+        raise typer.BadParameter(f"expected s3://BUCKET[/PREFIX], got {url!r}")
+    bucket, _, prefix = url[5:].partition("/")
+    return bucket, prefix
+
+
+def print_job(job: types_pb2.Job, show: Console = console) -> None:
+    state = types_pb2.Job.State.Name(job.state).removeprefix("STATE_").lower()
+    show.print(f"{job.name}: {state}; queued {job.queued}, indexed {job.indexed}, failed {job.failed}")
+    for failure in job.failures:
+        show.print(f"  [red]failed[/red] {failure.filename or failure.content_id}: {failure.reason}")
+
+
+@buckets_app.command("create")
+def buckets_create(
+    bucket_id: str,
+    collection: Annotated[str, typer.Option("--collection", "-c", help="the collection it feeds")] = "images",
+    source: Annotated[Optional[str], typer.Option(help="an S3 bucket to sync from: s3://BUCKET[/PREFIX]")] = None,
+    endpoint: Annotated[Optional[str], typer.Option(help="the source's host:port")] = None,
+    access_key: Annotated[Optional[str], typer.Option(envvar="LOOKALIKE_SOURCE_ACCESS_KEY")] = None,
+    secret_key: Annotated[Optional[str], typer.Option(
+        envvar="LOOKALIKE_SOURCE_SECRET_KEY", help="prompted for when an access key is given (stored write-only)")] = None,
+    secure: Annotated[bool, typer.Option("--secure/--insecure", help="HTTPS to the source")] = True,
+    region: Annotated[str, typer.Option()] = "",
+    auto_process: Annotated[bool, typer.Option("--auto-process/--no-auto-process", help="index what is stored")] = True,
+    namespace: NamespaceOpt = "default",
+    gateway: GatewayOpt = "127.0.0.1:50051",
+) -> None:
+    """Create a bucket feeding a collection; with --source, one that `buckets sync` fills from S3."""
+    bucket = bucket_service_pb2.Bucket(collection=f"namespaces/{namespace}/collections/{collection}", auto_process=auto_process)
+    if source:
+        if not endpoint:
+            raise typer.BadParameter("--source needs --endpoint host:port")
+        if access_key and secret_key is None:
+            secret_key = typer.prompt("secret key", hide_input=True)
+        src_bucket, prefix = parse_s3_url(source)
+        bucket.source.CopyFrom(bucket_service_pb2.S3Source(
+            endpoint=endpoint, bucket=src_bucket, prefix=prefix, access_key=access_key or "", secret_key=secret_key or "",
+            secure=secure, region=region,
+        ))
+    elif endpoint or access_key:
+        raise typer.BadParameter("--endpoint and --access-key go with --source")
+    try:
+        created = Gateway(gateway).buckets.CreateBucket(
+            bucket_service_pb2.CreateBucketRequest(parent=f"namespaces/{namespace}", bucket_id=bucket_id, bucket=bucket), timeout=30
+        ).bucket
+    except grpc.RpcError as exc:
+        _fail(exc)
+    where = f" from s3://{created.source.bucket}/{created.source.prefix} at {created.source.endpoint}" if created.HasField("source") else ""
+    console.print(f"created {created.name} → {created.collection}{where}")
+
+
+@buckets_app.command("list")
+def buckets_list(namespace: NamespaceOpt = "default", gateway: GatewayOpt = "127.0.0.1:50051") -> None:
+    try:
+        buckets = Gateway(gateway).buckets.ListBuckets(bucket_service_pb2.ListBucketsRequest(parent=f"namespaces/{namespace}"), timeout=30).buckets
+    except grpc.RpcError as exc:
+        _fail(exc)
+    table = Table("bucket", "collection", "auto_process", "source")
+    for b in buckets:
+        source = f"{b.source.endpoint}/{b.source.bucket}/{b.source.prefix}" if b.HasField("source") else ""
+        table.add_row(b.name, b.collection, str(b.auto_process).lower(), source)
+    console.print(table)
+
+
+@buckets_app.command("sync")
+def buckets_sync(
+    bucket_id: str,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="follow indexing with a progress bar")] = True,
+    namespace: NamespaceOpt = "default",
+    gateway: GatewayOpt = "127.0.0.1:50051",
+) -> None:
+    """Sync a bucket from its S3 source: new and changed objects are indexed, deleted ones removed."""
+    gw = Gateway(gateway)
+    try:
+        with console.status(f"listing and copying the source of {bucket_id} …"):
+            response = gw.buckets.SyncBucket(
+                bucket_service_pb2.SyncBucketRequest(name=f"namespaces/{namespace}/buckets/{bucket_id}"), timeout=24 * 3600
+            )
+        console.print(f"listed {response.listed_count}, enqueued {response.enqueued_count} new or changed (job {response.job})")
+        if not wait:
+            return
+        with job_progress() as progress:
+            job = follow_job(gw, response.job, progress, expected=response.enqueued_count)
+    except grpc.RpcError as exc:
+        _fail(exc)
+    print_job(job)
+    if job.failed:
+        raise typer.Exit(1)
+
+
+@buckets_app.command("delete-object")
+def buckets_delete_object(
+    bucket_id: str,
+    content_id: Annotated[str, typer.Argument(help="the object's SHA-256 (its id in search results)")],
+    namespace: NamespaceOpt = "default",
+    gateway: GatewayOpt = "127.0.0.1:50051",
+) -> None:
+    """Delete an object and its vectors."""
+    name = f"namespaces/{namespace}/buckets/{bucket_id}/objects/{content_id}"
+    try:
+        Gateway(gateway).buckets.DeleteObject(bucket_service_pb2.DeleteObjectRequest(name=name), timeout=60)
+    except grpc.RpcError as exc:
+        _fail(exc)
+    console.print(f"deleted {name}")
+
+
+@buckets_app.command("delete")
+def buckets_delete(bucket_id: str, namespace: NamespaceOpt = "default", gateway: GatewayOpt = "127.0.0.1:50051") -> None:
+    """Delete a bucket record (its source secret and sync state with it)."""
+    try:
+        Gateway(gateway).buckets.DeleteBucket(bucket_service_pb2.DeleteBucketRequest(name=f"namespaces/{namespace}/buckets/{bucket_id}"), timeout=30)
+    except grpc.RpcError as exc:
+        _fail(exc)
+    console.print(f"deleted namespaces/{namespace}/buckets/{bucket_id}")
+
+
+@app.command("jobs")
+def jobs_cmd(
+    job: Annotated[str, typer.Argument(help="job id or full name (namespaces/NS/jobs/ID)")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="live progress until it is done")] = False,
+    namespace: NamespaceOpt = "default",
+    gateway: GatewayOpt = "127.0.0.1:50051",
+) -> None:
+    """Progress of an upload or sync job: queued, indexed, failed (with reasons)."""
+    gw = Gateway(gateway)
+    name = job if job.startswith("namespaces/") else f"namespaces/{namespace}/jobs/{job}"
+    try:
+        if follow:
+            with job_progress() as progress:
+                current = follow_job(gw, name, progress)
+        else:
+            current = gw.buckets.GetJob(bucket_service_pb2.GetJobRequest(name=name), timeout=30).job
+    except grpc.RpcError as exc:
+        _fail(exc)
+    print_job(current)
 
 
 if __name__ == "__main__":

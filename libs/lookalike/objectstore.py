@@ -8,6 +8,7 @@ import io
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
+from collections.abc import Iterator
 from typing import Protocol
 
 from minio import Minio
@@ -125,3 +126,74 @@ class MinioObjectStore:
     def preview_url(self, key: str) -> str:
         """A presigned GET, computed locally (no call to the server)."""
         return self.presigner.presigned_get_object(self.bucket, key, expires=self.expiry)
+
+    async def list_keys(self, prefix: str) -> list[str]:
+        def keys() -> list[str]:
+            return [o.object_name for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=True)]
+
+        return await asyncio.to_thread(keys)
+
+
+@dataclass(frozen=True)
+class SourceObject:
+    key: str
+    etag: str
+    size: int
+
+
+class SourceBucket:
+    """An external S3-compatible bucket (any endpoint and credentials) that bucket sync reads.
+
+    Listing is paged by the SDK (1000 keys per request) and handed out in chunks, so a source of
+    millions of keys is never held in memory at once."""
+
+    def __init__(
+        self, endpoint: str, bucket: str, *, access_key: str = "", secret_key: str = "", secure: bool = True,
+        region: str = "", prefix: str = "",
+    ) -> None:
+        from lookalike.errors import InvalidArgument
+
+        if not bucket:
+            raise InvalidArgument("the source has no bucket")
+        try:
+            self.client = Minio(
+                endpoint, access_key=access_key or None, secret_key=secret_key or None, secure=secure,
+                region=region or None,
+            )
+        except ValueError as exc:
+            raise InvalidArgument(f"invalid source endpoint {endpoint!r}: {exc}") from exc
+        self.endpoint = endpoint
+        self.bucket = bucket
+        self.prefix = prefix
+        self._listing: Iterator[object] | None = None
+
+    def url(self, key: str = "") -> str:
+        return f"s3://{self.bucket}/{key or self.prefix}"
+
+    async def next_chunk(self, size: int = 1000) -> list[SourceObject]:
+        """The next objects of the listing (empty at the end); raises S3Error and network errors."""
+
+        def take() -> list[SourceObject]:
+            if self._listing is None:
+                self._listing = iter(self.client.list_objects(self.bucket, prefix=self.prefix or None, recursive=True))
+            out: list[SourceObject] = []
+            for obj in self._listing:
+                if obj.is_dir or not obj.object_name or obj.object_name.endswith("/"):
+                    continue
+                out.append(SourceObject(obj.object_name, (obj.etag or "").strip('"'), int(obj.size or 0)))
+                if len(out) >= size:
+                    break
+            return out
+
+        return await asyncio.to_thread(take)
+
+    async def get(self, key: str) -> bytes:
+        def read() -> bytes:
+            response = self.client.get_object(self.bucket, key)
+            try:
+                return response.read()
+            finally:
+                response.close()
+                response.release_conn()
+
+        return await asyncio.to_thread(read)

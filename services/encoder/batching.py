@@ -73,7 +73,7 @@ class BatchingSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LOOKALIKE_ENCODER_", extra="ignore", frozen=True)
 
     max_batch_size: int = Field(default=32, ge=1, le=1024)  # images per model run
-    max_queue_delay_ms: float = Field(default=3.0, ge=0.0, le=1000.0)  # the oldest image waits at most this
+    max_queue_delay_ms: float = Field(default=2.0, ge=0.0, le=1000.0)  # the oldest image waits at most this
     max_queue_images: int = Field(default=2048, ge=1)  # more waiting images than this: RESOURCE_EXHAUSTED
     max_inflight_batches: int = Field(default=1, ge=1, le=64)  # model runs at once, per model
 

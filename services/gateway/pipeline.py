@@ -94,6 +94,10 @@ async def validate_stages(ctx: GatewayContext, namespace: str, stages: list[pb.S
             compile_filter(stage.filter.filter)
         elif kind == "fuse" and searches < 2:
             raise InvalidArgument(f"{label}: fuse needs at least two feature_search stages before it")
+        elif kind == "fuse" and stage.fuse.weights and (
+            len(stage.fuse.weights) != searches or any(not 0 <= w <= 100 for w in stage.fuse.weights)
+        ):
+            raise InvalidArgument(f"{label}: give one weight (0..100) per feature_search before it ({searches})")
         elif kind == "dedup":
             if not all(PHASH in [e.name for e in c.feature_extractors] for c in collections.values()):
                 raise InvalidArgument(f"{label}: dedup needs the {PHASH!r} extractor in every searched collection")
@@ -183,11 +187,12 @@ class Pipeline:
     @staticmethod
     def _fuse(label: str, stage: pb.FuseStage, searches: list[list[Candidate]]) -> list[Candidate]:
         k = stage.k or DEFAULT_RRF_K
+        weights = list(stage.weights) or [1.0] * len(searches)
         fused: dict[str, Candidate] = {}
         scores: dict[str, float] = {}
-        for results in searches:
+        for weight, results in zip(weights, searches):
             for rank, c in enumerate(results, start=1):
-                scores[c.id] = scores.get(c.id, 0.0) + 1.0 / (k + rank)
+                scores[c.id] = scores.get(c.id, 0.0) + weight / (k + rank)
                 if c.id in fused:
                     fused[c.id].stage_scores.update(c.stage_scores)
                 else:  # a copy: the search lists stay as their stages left them

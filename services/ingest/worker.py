@@ -1,11 +1,24 @@
 """Ingest workers: consume IngestEvents from the shared durable JetStream consumer, encode each
-batch in one encoder call, upsert it in one search call per extractor, then ack.
+batch in one encoder call, upsert it in one search call per extractor, count it, then ack.
 
-At-least-once: a message is acked only after its vectors are written, and the write is an upsert
-keyed by content id, so redelivery never indexes an image twice. Transient failures (a peer
-restarting) are retried in place with backoff while the messages are kept alive with in-progress
-acks; images that can never be indexed go to the dead-letter stream with their reason and are
-terminated, not retried forever.
+At-least-once delivery, exactly-once effects:
+
+* a message is acked only after its vectors are written and its outcome is counted; the upsert is
+  keyed by content id and the outcome by job + event id (JetStream de-duplication), so a redelivered
+  event (worker killed, ack lost in a NATS restart) changes nothing a second time;
+* while a batch is being worked on, the worker sends in-progress acks every ack_wait/3, so a slow
+  batch or a dependency outage is never mistaken for a dead worker; a killed worker's messages come
+  back after ack_wait;
+* transient failures (encoder, search or Milvus restarting, S3 or NATS unreachable) are retried in
+  place with exponential backoff for as long as they last;
+* poison is isolated and parked: an image that cannot be fetched or decoded, or that a dependency
+  refuses (INVALID_ARGUMENT and the like), goes to the dead-letter stream with its reason and counts
+  as failed. A batch that keeps failing is split into single images, so one bad image cannot hold up
+  the others; a single image that keeps failing while the others succeed is parked too. A message
+  JetStream stops delivering (max_deliver reached: it crashed or stalled every worker that took it)
+  is announced by an advisory, and one worker moves it to the dead-letter stream.
+* an image whose original is deleted while it is being indexed has its vectors removed again right
+  after the upsert (DeleteObjects removes the original first, then the vectors).
 
 Run extra workers as their own processes with `python -m services.ingest.worker`.
 """
@@ -13,6 +26,7 @@ Run extra workers as their own processes with `python -m services.ingest.worker`
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 from collections import defaultdict
@@ -20,53 +34,98 @@ from typing import Any
 
 import grpc
 from nats.errors import TimeoutError as NatsTimeout
+from nats.js.errors import NotFoundError as NatsNotFound
 from prometheus_client import Counter, Gauge
 
 from lookalike.clients import ServiceClients
 from lookalike.config import Settings
 from lookalike.errors import NotFound
 from lookalike.objectstore import MinioObjectStore
-from lookalike.queue import DEAD_LETTER_SUBJECT, RecordStore, connect, ensure_ingest_streams, pull_ingest
+from lookalike.queue import (
+    MSG_ID,
+    REASON_HEADER,
+    SUBJECT_HEADER,
+    RecordStore,
+    connect,
+    dead_letter_subject,
+    ensure_ingest_streams,
+    max_deliveries_subject,
+    pull_ingest,
+    retry_transient,
+)
 from lookalike.v1 import encoder_service_pb2, ingest_service_pb2, search_service_pb2
-from services.ingest.jobs import JobTracker
+from services.ingest.jobs import FAILED, INDEXED, JobTracker, Outcome
 
 log = logging.getLogger(__name__)
 
-INDEXED = Counter("lookalike_ingest_indexed_total", "Images indexed by ingest workers")
-FAILED = Counter("lookalike_ingest_failed_total", "Images sent to the dead-letter stream")
+INDEXED_TOTAL = Counter("lookalike_ingest_indexed_total", "Images indexed by ingest workers")
+FAILED_TOTAL = Counter("lookalike_ingest_failed_total", "Images sent to the dead-letter stream")
 RETRIES = Counter("lookalike_ingest_retries_total", "Batches retried after a transient failure")
+REDELIVERED = Counter("lookalike_ingest_redelivered_total", "Messages received more than once")
 BATCH = Gauge("lookalike_ingest_last_batch_size", "Size of the last batch pulled")
 
-TRANSIENT = {
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
-    grpc.StatusCode.ABORTED,
-    grpc.StatusCode.INTERNAL,
-    grpc.StatusCode.FAILED_PRECONDITION,
-    grpc.StatusCode.UNKNOWN,
+# a dependency that refuses the request itself: retrying the same image cannot help
+PERMANENT = {
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.ALREADY_EXISTS,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.OUT_OF_RANGE,
+    grpc.StatusCode.UNIMPLEMENTED,
+    grpc.StatusCode.DATA_LOSS,
 }
+# a failing batch is split into single images after this many attempts
+SPLIT_AFTER = 3
+MAX_BACKOFF_S = 30.0
+ADVISORY_QUEUE = "lookalike-ingest-max-deliveries"
 
 
 class Poison(Exception):
     """An image that no retry can index."""
 
 
+def is_permanent(exc: BaseException) -> bool:
+    if isinstance(exc, Poison):
+        return True
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return exc.code() in PERMANENT
+    return False
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return str(exc) or type(exc).__name__
+
+
+def event_msg_id(msg: Any, event: ingest_service_pb2.IngestEvent) -> str:
+    """The id the event was published with (one outcome per event and job)."""
+    headers = getattr(msg, "headers", None) or {}
+    return headers.get(MSG_ID) or f"{event.target.collection}:{event.content_id}"
+
+
 class IngestWorker:
-    def __init__(self, settings: Settings, name: str = "worker") -> None:
+    def __init__(
+        self, settings: Settings, name: str = "worker", clients: Any = None, store: Any = None,
+    ) -> None:
         self.settings = settings
         self.name = name
-        self.store = MinioObjectStore(settings)
-        self.clients = ServiceClients(settings)
+        self.store = store or MinioObjectStore(settings)
+        self.clients = clients or ServiceClients(settings)
+        self.keepalive_s = max(0.5, settings.ingest_ack_wait_s / 3)
+        self.js: Any = None
+        self.jobs: JobTracker | None = None
 
     async def run(self) -> None:
         nc = await connect(self.settings, f"lookalike-ingest-{self.name}")
         js = nc.jetstream()
         try:
-            await ensure_ingest_streams(js, self.settings)
+            await retry_transient(lambda: ensure_ingest_streams(js, self.settings), "create streams")
             self.js = js
-            self.jobs = JobTracker(await RecordStore(js, self.settings.job_bucket).open())
-            subscription = await pull_ingest(js, self.settings)
+            self.jobs = JobTracker(js, await RecordStore(js, self.settings.job_bucket).open())
+            subscription = await retry_transient(lambda: pull_ingest(js, self.settings), "bind consumer")
+            await nc.subscribe(max_deliveries_subject(self.settings), queue=ADVISORY_QUEUE, cb=self._on_max_deliveries)
             log.info("%s consuming %s", self.name, self.settings.ingest_stream)
             while True:
                 try:
@@ -77,36 +136,112 @@ class IngestWorker:
                     log.warning("%s: fetch failed: %s", self.name, exc)
                     await asyncio.sleep(1.0)
                     continue
-                BATCH.set(len(messages))
-                await self._process_with_retry(messages)
+                await self.handle(messages)
         finally:
             await self.clients.close()
             await nc.close()
 
-    async def _process_with_retry(self, messages: list[Any]) -> None:
-        delay = 0.5
+    async def handle(self, messages: list[Any]) -> None:
+        """Indexes one pulled batch, keeping it alive with in-progress acks meanwhile."""
+        BATCH.set(len(messages))
+        redelivered = sum(1 for m in messages if _delivered(m) > 1)
+        if redelivered:
+            REDELIVERED.inc(redelivered)
+            log.info("%s: %d of %d messages are redeliveries", self.name, redelivered, len(messages))
+        keepalive = asyncio.create_task(self._keep_alive(messages))
+        try:
+            await self._process_with_retry(messages)
+        except asyncio.CancelledError:
+            # shutting down: hand the rest back now rather than after ack_wait
+            for msg in messages:
+                if not msg._ackd:
+                    try:
+                        await asyncio.wait_for(msg.nak(), 1.0)
+                    except Exception:
+                        pass
+            raise
+        finally:
+            keepalive.cancel()
+
+    async def _keep_alive(self, messages: list[Any]) -> None:
         while True:
-            try:
-                await self.process(messages)
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                code = exc.code() if isinstance(exc, grpc.aio.AioRpcError) else None
-                if code is not None and code not in TRANSIENT:
-                    raise
-                RETRIES.inc()
-                log.warning("%s: batch of %d failed (%s); retrying in %.1fs", self.name, len(messages), code or exc, delay)
-                await asyncio.sleep(delay)
-                for msg in messages:  # keep the messages ours while we wait
+            await asyncio.sleep(self.keepalive_s)
+            for msg in messages:
+                if not msg._ackd:
                     try:
                         await msg.in_progress()
                     except Exception:
                         pass
-                delay = min(delay * 2, 30.0) * random.uniform(0.8, 1.2)
+
+    async def _process_with_retry(self, messages: list[Any]) -> None:
+        """Transient failures are retried in place for as long as they last (a dependency outage fails
+        every image alike); after SPLIT_AFTER failures a batch is split to tell the two apart."""
+        delay = 0.5
+        attempt = 0
+        pending = list(messages)
+        while True:
+            pending = [m for m in pending if not m._ackd]
+            if not pending:
+                return
+            try:
+                await self.process(pending)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                attempt += 1
+                if len(pending) == 1:
+                    msg = pending[0]
+                    # permanent, or failing again on the last delivery JetStream allows it
+                    if is_permanent(exc) or (attempt >= SPLIT_AFTER and _delivered(msg) >= self.settings.ingest_max_deliver):
+                        await self._dead_letter(msg, _parse(msg), describe(exc))
+                        return
+                elif is_permanent(exc) or attempt % SPLIT_AFTER == 0:
+                    before = len(pending)
+                    pending = await self._split(pending)
+                    if len(pending) < before:
+                        continue  # some went through: retry the rest at once
+                RETRIES.inc()
+                log.warning("%s: batch of %d failed (%s); retrying in %.1fs", self.name, len(pending), describe(exc), delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF_S) * random.uniform(0.8, 1.2)
+
+    async def _split(self, messages: list[Any]) -> list[Any]:
+        """Tries each image on its own once. Permanent failures are parked. Images that fail while
+        others succeed are suspects: they go back to the queue with a delay (using up a delivery) so
+        they hold up nobody, and are parked when they fail on their last delivery. When every image
+        fails, the cause is elsewhere: all are returned, to be retried in place."""
+        failed: list[tuple[Any, BaseException]] = []
+        succeeded = 0
+        for msg in messages:
+            if msg._ackd:
+                continue
+            try:
+                await self.process([msg])
+                succeeded += 1
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if is_permanent(exc):
+                    await self._dead_letter(msg, _parse(msg), describe(exc))
+                else:
+                    failed.append((msg, exc))
+        if not succeeded:
+            return [msg for msg, _ in failed]
+        for msg, exc in failed:
+            delivered = _delivered(msg)
+            if delivered >= self.settings.ingest_max_deliver:
+                await self._dead_letter(msg, _parse(msg), f"failed on each of {delivered} deliveries while other images succeeded: {describe(exc)}")
+            else:
+                log.warning("%s: %s fails alone (%s); handing it back for later", self.name, _parse(msg).filename, describe(exc))
+                try:
+                    await msg.nak(delay=min(2.0**delivered, MAX_BACKOFF_S))
+                except Exception:
+                    pass
+        return []
 
     async def process(self, messages: list[Any]) -> None:
-        """Indexes one pulled batch; raises on transient failure (nothing acked then)."""
+        """Indexes a batch; raises on failure (what was finished before is acked)."""
         events: list[tuple[Any, ingest_service_pb2.IngestEvent]] = []
         for msg in messages:
             event = ingest_service_pb2.IngestEvent()
@@ -131,6 +266,7 @@ class IngestWorker:
             return Poison(f"original {event.object_key} is missing from the object store")
 
     async def _index_group(self, collection: str, extractors: list[str], items: list[tuple[Any, Any]]) -> None:
+        assert self.jobs is not None
         originals = await asyncio.gather(*(self._fetch(event) for _, event in items))
         poison: list[tuple[Any, Any, str]] = []
         ready: list[tuple[Any, Any, bytes]] = []
@@ -161,32 +297,99 @@ class IngestWorker:
                     await self.clients.search.UpsertVectors(
                         search_service_pb2.UpsertVectorsRequest(collection=collection, extractor=extractor, records=records)
                     )
-                per_job: dict[str, int] = defaultdict(int)
-                for _, event, _ in encoded:
-                    per_job[event.job] += 1
-                for job, count in per_job.items():
-                    if job:
-                        await self.jobs.finished(job, count, [])
-                for msg, _, _ in encoded:
-                    await msg.ack_sync()
-                INDEXED.inc(len(encoded))
+                # deleted while we worked on it? then no vector may outlive it
+                still_there = await asyncio.gather(*(self.store.stat(event.object_key) for _, event, _ in encoded))
+                gone = [(msg, event) for (msg, event, _), info in zip(encoded, still_there) if info is None]
+                if gone:
+                    await self.clients.search.DeleteVectors(
+                        search_service_pb2.DeleteVectorsRequest(
+                            collection=collection, extractors=extractors, ids=[e.content_id for _, e in gone]
+                        )
+                    )
+                    poison.extend((msg, event, "the object was deleted while it was being indexed") for msg, event in gone)
+                indexed = [(msg, event) for (msg, event, _), info in zip(encoded, still_there) if info is not None]
+                await self.jobs.record([
+                    Outcome(event.job, event_msg_id(msg, event), INDEXED, event.content_id) for msg, event in indexed
+                ])
+                await asyncio.gather(*(_ack(msg) for msg, _ in indexed))
+                INDEXED_TOTAL.inc(len(indexed))
         for msg, event, reason in poison:
             await self._dead_letter(msg, event, reason)
 
-    async def _dead_letter(self, msg: Any, event: ingest_service_pb2.IngestEvent, reason: str) -> None:
-        """Parks a message that can never be indexed, with its reason, and stops its redelivery."""
-        log.warning("dead-lettering %s: %s", event.content_id or "?", reason)
-        await self.js.publish(
-            f"{DEAD_LETTER_SUBJECT}.{msg.subject.split('.', 2)[-1] if msg.subject else 'unknown'}",
-            msg.data,
-            headers={"Lookalike-Reason": reason[:1024], "Lookalike-Subject": msg.subject or ""},
+    async def _park(self, subject: str, data: bytes, event: ingest_service_pb2.IngestEvent, event_id: str, reason: str) -> None:
+        """Dead-letter message + failed outcome (both de-duplicated: safe to repeat)."""
+        assert self.jobs is not None
+        log.warning("dead-lettering %s (%s): %s", event.content_id or "?", event.filename, reason)
+        await retry_transient(
+            lambda: self.js.publish(
+                dead_letter_subject(subject), data,
+                headers={REASON_HEADER: reason[:1024], SUBJECT_HEADER: subject, MSG_ID: f"dlq|{event.job}|{event_id}"},
+            ),
+            "publish dead letter",
         )
         if event.job:
-            await self.jobs.finished(
-                event.job, 0, [{"content_id": event.content_id, "filename": event.filename, "reason": reason}]
-            )
-        FAILED.inc()
-        await msg.term()
+            await self.jobs.record([
+                Outcome(event.job, event_id, FAILED, event.content_id, event.filename, reason[:1024])
+            ])
+        FAILED_TOTAL.inc()
+
+    async def _dead_letter(self, msg: Any, event: ingest_service_pb2.IngestEvent, reason: str) -> None:
+        """Parks a message that can never be indexed, with its reason, and stops its redelivery."""
+        await self._park(msg.subject or "", msg.data, event, event_msg_id(msg, event), reason)
+        try:
+            await msg.term()
+        except Exception as exc:  # lost: it comes back and is parked again (de-duplicated)
+            log.warning("%s: term failed: %s", self.name, exc)
+
+    async def _on_max_deliveries(self, advisory: Any) -> None:
+        """JetStream gave up on a message (max_deliver): park it and remove it from the work queue."""
+        try:
+            info = json.loads(advisory.data)
+            seq = int(info["stream_seq"])
+            try:
+                stored = await self.js.get_msg(self.settings.ingest_stream, seq)
+            except NatsNotFound:
+                return  # another worker handled it
+            event = ingest_service_pb2.IngestEvent()
+            try:
+                event.ParseFromString(stored.data or b"")
+            except Exception:
+                pass
+            event_id = (stored.headers or {}).get(MSG_ID) or f"{event.target.collection}:{event.content_id}"
+            reason = f"not acknowledged after {info.get('deliveries', '?')} deliveries (a worker crashed or stalled on it)"
+            await self._park(stored.subject, stored.data or b"", event, event_id, reason)
+            await self.js.delete_msg(self.settings.ingest_stream, seq)
+        except Exception:
+            log.exception("%s: handling a max-deliveries advisory failed", self.name)
+
+
+async def _ack(msg: Any) -> None:
+    """Acks and waits for the server's confirmation; if that does not come (NATS restarting), acks
+    once more without waiting. Should both be lost, the message comes back after ack_wait and its
+    second pass changes nothing (idempotent upsert, de-duplicated outcome)."""
+    try:
+        await msg.ack_sync(timeout=2.0)
+    except Exception:
+        try:
+            await msg.ack()
+        except Exception:
+            msg._ackd = True
+
+
+def _delivered(msg: Any) -> int:
+    try:
+        return int(msg.metadata.num_delivered)
+    except Exception:
+        return 1
+
+
+def _parse(msg: Any) -> ingest_service_pb2.IngestEvent:
+    event = ingest_service_pb2.IngestEvent()
+    try:
+        event.ParseFromString(msg.data)
+    except Exception:
+        pass
+    return event
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from lookalike.config import Settings
@@ -40,9 +41,10 @@ class RerankServicer(grpc_pb.RerankServiceServicer):
         self.cache: OrderedDict[str, Features | None] = OrderedDict()
         self.cache_size = settings.rerank_cache_images
 
-    def _features(self, data: bytes) -> Features:
+    def _query_views(self, data: bytes) -> list[Features]:
         image = decode_image(data, max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels)
-        return features(reduced_gray(image))
+        gray = reduced_gray(image)
+        return [features(gray), features(np.ascontiguousarray(gray[:, ::-1]))]
 
     def _candidate_features(self, data: bytes) -> Features | None:
         try:
@@ -72,11 +74,13 @@ class RerankServicer(grpc_pb.RerankServiceServicer):
             self.cache.popitem(last=False)
         return features_
 
-    async def _verify_one(self, query: Features, candidate: pb.RerankCandidate) -> Verification:
+    async def _verify_one(self, views: list[Features], candidate: pb.RerankCandidate) -> Verification:
         cand = await self._candidate(candidate.object)
         if cand is None:
             return Verification(0, None)
-        return await asyncio.get_running_loop().run_in_executor(self.pool, verify, query, cand)
+        loop = asyncio.get_running_loop()
+        results = [await loop.run_in_executor(self.pool, verify, view, cand) for view in views]
+        return max(results, key=lambda r: r.inliers)
 
     @rpc
     async def Rerank(self, request: pb.RerankRequest, context: Any) -> pb.RerankResponse:
@@ -85,8 +89,10 @@ class RerankServicer(grpc_pb.RerankServiceServicer):
         if len(request.candidates) > MAX_CANDIDATES:
             raise InvalidArgument(f"at most {MAX_CANDIDATES} candidates")
         loop = asyncio.get_running_loop()
-        query = await loop.run_in_executor(self.pool, self._features, request.query_image)
-        tasks = [asyncio.create_task(self._verify_one(query, c)) for c in request.candidates]
+        # the query and its mirror image: ORB descriptors are not mirror-invariant, and mirrored
+        # copies are a common edit
+        views = await loop.run_in_executor(self.pool, self._query_views, request.query_image)
+        tasks = [asyncio.create_task(self._verify_one(views, c)) for c in request.candidates]
         # leave a little of the caller's deadline for the answer itself
         budget = max(0.05, remaining_timeout(self.settings.rerank_timeout_s) - 0.2)
         done, pending = await asyncio.wait(tasks, timeout=budget) if tasks else (set(), set())

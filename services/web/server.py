@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -33,6 +34,7 @@ import grpc
 import uvicorn
 from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import Counter, Histogram, start_http_server
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
@@ -45,7 +47,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from lookalike.config import Settings
 from lookalike.errors import InvalidArgument, LookalikeError
 from lookalike.filters import parse_filter_text
-from lookalike.logs import configure_logging, request_id_var
+from lookalike.logs import configure_logging, continue_trace, request_id_var, trace_var
 from lookalike.v1 import (
     bucket_service_pb2 as bucket_pb,
     collection_service_pb2 as collection_pb,
@@ -71,6 +73,11 @@ MAX_UPLOAD_FILES = 1000
 SEARCH_TIMEOUT_S = 60.0
 UPLOAD_TIMEOUT_S = 600.0
 DEFAULT_RERANK_LIMIT = 10
+HTTP_TOTAL = Counter("lookalike_http_requests_total", "HTTP requests served by the web app", ["method", "endpoint", "code"])
+HTTP_SECONDS = Histogram(
+    "lookalike_http_request_seconds", "HTTP request latency of the web app", ["method", "endpoint"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
 
 
 class WebSettings(Settings):
@@ -109,9 +116,20 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, code, str(exc.detail))
 
 
+REQUEST_ID_JUNK = re.compile(r"[^A-Za-z0-9._-]")
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    # presigned preview URLs must not leak through Referer
+    (b"referrer-policy", b"no-referrer"),
+    # preview URLs are presigned http(s) URLs of the object store, on any host
+    (b"content-security-policy", b"default-src 'self'; img-src 'self' blob: data: http: https:; script-src 'self'; "
+     b"style-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"),
+]
+
+
 class RequestContext:
-    """Pure ASGI middleware: a request id (logs, x-request-id to the gateway), a body-size cap, and
-    security headers on every response."""
+    """Pure ASGI middleware: a request id and W3C trace context (logs; x-request-id and traceparent
+    to the gateway), a body-size cap, security headers on every response, and metrics."""
 
     def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
         self.app = app
@@ -122,40 +140,43 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex[:16]
+        rid = REQUEST_ID_JUNK.sub("", headers.get(b"x-request-id", b"").decode("latin-1"))[:64] or uuid.uuid4().hex[:16]
         token = request_id_var.set(rid)
+        trace_token = trace_var.set(continue_trace(headers.get(b"traceparent", b"").decode("latin-1")))
         length = headers.get(b"content-length")
+        started = time.perf_counter()
+        status = 500
+        received = 0
+
+        async def capped_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise HTTPException(413, f"request body is over the limit of {self.max_body_bytes} bytes")
+            return message
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", rid.encode()), *SECURITY_HEADERS]}
+            await send(message)
+
         try:
             if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
                 response = error_response(413, "RESOURCE_EXHAUSTED", f"request body of {int(length)} bytes is over the limit of {self.max_body_bytes}")
-                await response(scope, receive, send)
+                await response(scope, receive, send_with_headers)
                 return
-            received = 0
-
-            async def capped_receive() -> Message:
-                nonlocal received
-                message = await receive()
-                if message["type"] == "http.request":
-                    received += len(message.get("body", b""))
-                    if received > self.max_body_bytes:
-                        raise HTTPException(413, f"request body is over the limit of {self.max_body_bytes} bytes")
-                return message
-
-            async def send_with_headers(message: Message) -> None:
-                if message["type"] == "http.response.start":
-                    extra = [
-                        (b"x-request-id", rid.encode()),
-                        (b"x-content-type-options", b"nosniff"),
-                        (b"referrer-policy", b"no-referrer"),
-                        # preview URLs are presigned http(s) URLs of the object store: any host
-                        (b"content-security-policy", b"default-src 'self'; img-src 'self' blob: data: http: https:; "
-                         b"script-src 'self'; style-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"),
-                    ]
-                    message = {**message, "headers": [*message.get("headers", []), *extra]}
-                await send(message)
-
             await self.app(scope, capped_receive, send_with_headers)
         finally:
+            # routing stored the endpoint in the scope: a bounded label, unlike the path
+            endpoint = scope.get("endpoint")
+            label = getattr(endpoint, "__name__", type(endpoint).__name__) if endpoint is not None else "none"
+            HTTP_TOTAL.labels(scope["method"], label, str(status)).inc()
+            HTTP_SECONDS.labels(scope["method"], label).observe(time.perf_counter() - started)
+            trace_var.reset(trace_token)
             request_id_var.reset(token)
 
 
@@ -434,5 +455,7 @@ def main() -> None:
         access_log=settings.log_level.upper() == "DEBUG", server_header=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace_s),
     )
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr=host.strip("[]") or "0.0.0.0")
     log.info("web serving on http://%s", bind)
     uvicorn.Server(config).run()

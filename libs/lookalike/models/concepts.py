@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .base import Extractor, ExtractorSpec, ModelSettings
+from .base import Extractor, ExtractorSpec, ModelSettings, TextNotSupportedError
 from .text import SentenceEmbedder, find_text_embedder, unavailable_reason
 
 log = logging.getLogger(__name__)
@@ -247,7 +247,7 @@ class Concepts(Extractor):
     def text_distribution(self, texts: Sequence[str]) -> np.ndarray:
         """float64 [N, 1000]: each text as a distribution over the classes (top-k, tempered softmax)."""
         if not self.spec.supports_text:
-            return np.asarray(self.encode_text(texts))  # raises TextNotSupportedError
+            raise TextNotSupportedError(self.spec.name, self._text_unavailable_reason())
         self.load()
         assert self._embedder is not None and self._label_matrix is not None
         sims = self._embedder.embed(list(texts)) @ self._label_matrix.T  # [N, classes]

@@ -18,7 +18,7 @@ from typing import ClassVar, Literal
 import numpy as np
 from PIL import Image
 
-from ..sessions import ModelSession, TensorInfo, open_session_for
+from ..sessions import ModelSession, TensorInfo, open_session
 from .base import Extractor, ExtractorSpec, ModelSettings
 from .preprocess import (
     CENTER_CROP_RATIO,
@@ -151,7 +151,16 @@ class EffnetLite0(Extractor):
                 f"{self.model_name}: no model at {self.model_path} (set LOOKALIKE_MODEL_REPOSITORY to "
                 "the model repository, or run `make models` to export it)"
             )
-        self._bind(open_session_for(self.model_path, self.settings))
+        self._bind(
+            open_session(
+                self.model_path,
+                providers=self.settings.providers or None,
+                intra_op_threads=self.settings.intra_op_threads,
+                inter_op_threads=self.settings.inter_op_threads,
+                backend=self.settings.encoder_backend,
+                triton_url=self.settings.triton_url,
+            )
+        )
 
     def _unload(self) -> None:
         self._session = None

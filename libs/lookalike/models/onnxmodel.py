@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..sessions import ModelSession, open_session
+from ..sessions import ModelSession, open_session_for
 from .base import Extractor, ExtractorSpec, ModelSettings
 from .manifest import ModelManifest
 from .preprocess import ImageRecipe
@@ -83,14 +83,12 @@ class OnnxModelExtractor(Extractor):
     # --- loading -------------------------------------------------------------------------------------
 
     def _open(self, path: Path) -> ModelSession:
-        if not path.is_file():
+        """The tower's session on the configured backend (in-process ONNX Runtime, or the Triton model
+        ``<folder>`` / ``<folder>-text`` of the same repository on a Triton server)."""
+        backend = getattr(self.settings, "encoder_backend", "onnxruntime")
+        if backend == "onnxruntime" and not path.is_file():
             raise FileNotFoundError(f"{self.spec.name}: no model at {path} (the folder's lookalike.json names it)")
-        return open_session(
-            path,
-            providers=self.settings.providers or None,
-            intra_op_threads=self.settings.intra_op_threads,
-            inter_op_threads=self.settings.inter_op_threads,
-        )
+        return open_session_for(path, self.settings)
 
     def _load(self) -> None:
         image = self._open(self.image_model_path)

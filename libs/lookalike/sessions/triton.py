@@ -140,34 +140,37 @@ class TritonSession:
         try:
             if not self._client.is_server_live(client_timeout=5):
                 return f"Triton at {self.url} is not live"
-            if not self._client.is_server_ready(client_timeout=5):
-                return f"Triton at {self.url} is live but not ready"
-            if self._client.is_model_ready(self.model_name, self.model_version, client_timeout=5):
+            server_ready = self._client.is_server_ready(client_timeout=5)
+            model_ready = self._client.is_model_ready(self.model_name, self.model_version, client_timeout=5)
+            if server_ready and model_ready:
                 return None
+            model = f"model {self.model_name!r} is ready" if model_ready else self._model_state()
         except Exception as exc:  # noqa: BLE001 - connection refused, DNS, deadline ...
             return f"cannot reach Triton at {self.url}: {exc}"
-        return self._model_state()
+        if not server_ready:
+            return f"Triton at {self.url} is live but not ready; {model}"
+        return f"Triton at {self.url}: {model}"
 
     def _model_state(self) -> str:
         """Why the model is not ready, from the server's repository index."""
+        label = f"model {self.model_name!r}" + (f" version {self.model_version}" if self.model_version else "")
         try:
             index = self._client.get_model_repository_index(as_json=True, client_timeout=5)
         except Exception as exc:  # noqa: BLE001
-            return f"{self._describe()} is not ready (repository index unavailable: {exc})"
+            return f"{label} is not ready (repository index unavailable: {exc})"
         models = index.get("models", [])
         entries = [m for m in models if m.get("name") == self.model_name]
         if self.model_version:
             entries = [m for m in entries if m.get("version", self.model_version) == self.model_version] or entries
         if not entries:
             names = sorted({m.get("name", "?") for m in models})
-            return (f"{self._describe()}: no such model in the server's repository "
-                    f"(it has: {', '.join(names) or 'no models'})")
+            return f"{label}: no such model in the server's repository (it has: {', '.join(names) or 'no models'})"
         states = "; ".join(
             f"version {m.get('version', '?')}: {m.get('state') or 'not loaded'}"
             + (f" ({m['reason']})" if m.get("reason") else "")
             for m in entries
         )
-        return f"{self._describe()} is not ready: {states}"
+        return f"{label} is not ready: {states}"
 
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + max(0.0, timeout_s)

@@ -73,12 +73,14 @@ class RerankStage(_message.Message):
     def __init__(self, limit: _Optional[int] = ...) -> None: ...
 
 class FuseStage(_message.Message):
-    __slots__ = ("k", "limit")
+    __slots__ = ("k", "limit", "weights")
     K_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     k: int
     limit: int
-    def __init__(self, k: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+    weights: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, k: _Optional[int] = ..., limit: _Optional[int] = ..., weights: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class DedupStage(_message.Message):
     __slots__ = ("max_hamming_distance", "collapse")

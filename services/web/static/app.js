@@ -15,6 +15,7 @@ const state = {
   uploading: false,
 };
 
+const KEY_STORAGE = "lookalike.apiKey";
 const IMAGE_SUFFIXES = [".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"];
 const BATCH_FILES = 32;
 const BATCH_BYTES = 24 * 1024 * 1024;
@@ -37,10 +38,16 @@ async function parseResponse(status, text) {
   throw new ApiError(status, error ? error.code : `HTTP_${status}`, error ? error.message : (text || `HTTP ${status}`).slice(0, 500));
 }
 
+// the gateway's API key, when it requires one: this tab only (sessionStorage), sent as a Bearer token
+function authHeaders() {
+  const key = sessionStorage.getItem(KEY_STORAGE);
+  return key ? { authorization: `Bearer ${key}` } : {};
+}
+
 async function api(path, options = {}) {
   let response;
   try {
-    response = await fetch(`/api${path}`, { headers: { accept: "application/json" }, ...options });
+    response = await fetch(`/api${path}`, { ...options, headers: { accept: "application/json", ...authHeaders(), ...(options.headers || {}) } });
   } catch (err) {
     if (err.name === "AbortError") throw err;
     throw new ApiError(0, "NETWORK", `the web server did not answer (${err.message})`);
@@ -80,6 +87,13 @@ function showError(box, err) {
   box.append(title, message, code);
   box.dataset.code = err.code;
   box.hidden = false;
+  if (err.code === "UNAUTHENTICATED") {
+    const hint = document.createElement("span");
+    hint.className = "error-hint";
+    hint.textContent = " — enter an API key under “API key” at the top.";
+    message.after(hint);
+    $("#auth").open = true;
+  }
 }
 
 function clearError(box) {
@@ -163,9 +177,9 @@ function onCollectionChange(preferredRetriever) {
   const others = state.retrievers.filter((r) => !r.collections.includes(collection));
   const options = [...mine, ...others].map((r) => [r.id, `${r.display_name || r.id}${r.collections.includes(collection) ? "" : ` (on ${r.collections.join(", ") || "?"})`}`]);
   if (collection) options.push(["", `default: feature search → rerank on ${collection}`]);
-  const current = preferredRetriever ?? $("#retriever").value;
+  // a retriever asked for (the URL, one just created), else the collection's first, else the default
   const fallback = mine.length ? mine[0].id : "";
-  fillSelect($("#retriever"), options, options.some(([v]) => v === current) && (current !== "" || !mine.length) ? current : fallback);
+  fillSelect($("#retriever"), options, preferredRetriever && options.some(([v]) => v === preferredRetriever) ? preferredRetriever : fallback);
   onRetrieverChange();
   fillBuckets();
 }
@@ -464,6 +478,7 @@ function postWithProgress(path, form, onProgress) {
     const xhr = new XMLHttpRequest();
     xhr.open("POST", `/api${path}`);
     xhr.setRequestHeader("accept", "application/json");
+    for (const [name, value] of Object.entries(authHeaders())) xhr.setRequestHeader(name, value);
     xhr.upload.addEventListener("progress", (e) => onProgress(e.loaded));
     xhr.addEventListener("load", () => parseResponse(xhr.status, xhr.responseText).then(resolve, reject));
     xhr.addEventListener("error", () => reject(new ApiError(0, "NETWORK", "the upload was interrupted")));
@@ -476,7 +491,7 @@ async function ensureBucket() {
   if (!value.startsWith("new:")) return value;
   const id = value.slice(4);
   const bucket = await api(`${nsPath()}/buckets`, {
-    method: "POST", headers: { "content-type": "application/json", accept: "application/json" },
+    method: "POST", headers: { "content-type": "application/json" },
     body: JSON.stringify({ bucket_id: id, collection: $("#collection").value }),
   });
   state.buckets.push(bucket);
@@ -640,8 +655,29 @@ function setUpDropZone(zone, onDrop) {
 
 // ---- start ----------------------------------------------------------------------------------------
 
+function showKeyState() {
+  const set = Boolean(sessionStorage.getItem(KEY_STORAGE));
+  $("#auth-summary").textContent = set ? "API key (in use)" : "API key";
+  $("#api-key").value = "";
+  $("#api-key").placeholder = set ? "•••••••• (in use)" : "lk_…";
+}
+
 function start() {
   setUpTabs();
+  showKeyState();
+  $("#auth-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const key = $("#api-key").value.trim();
+    if (key) sessionStorage.setItem(KEY_STORAGE, key);
+    showKeyState();
+    $("#auth").open = false;
+    loadNamespaces();
+  });
+  $("#api-key-forget").addEventListener("click", () => {
+    sessionStorage.removeItem(KEY_STORAGE);
+    showKeyState();
+    loadNamespaces();
+  });
   $("#namespace").addEventListener("change", () => { $("#collection").value = ""; loadNamespace(); });
   $("#collection").addEventListener("change", () => onCollectionChange());
   $("#retriever").addEventListener("change", onRetrieverChange);
