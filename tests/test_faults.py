@@ -161,7 +161,7 @@ def faults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
     finally:
         fs.stop_workers()
         stack.stop()
-        infra.stop()
+        infra.stop(timeout=5)
 
 
 @dataclass
@@ -338,7 +338,7 @@ def test_milvus_outage_workers_back_off_and_finish(faults: FaultStack) -> None:
         response = catalog.upload(images)
         catalog.wait(response.job, until=lambda job: job.indexed >= 40)
         milvus = faults.infra.milvus
-        milvus.stop()
+        milvus.stop(timeout=5)
         time.sleep(10)  # several retries, longer than ack_wait: in-progress acks must keep the batch
         stalled = catalog.job(response.job)
         assert stalled is not None and not stalled.done and stalled.failed == 0, stalled

@@ -9,14 +9,16 @@ At-least-once delivery, exactly-once effects:
 * while a batch is being worked on, the worker sends in-progress acks every ack_wait/3, so a slow
   batch or a dependency outage is never mistaken for a dead worker; a killed worker's messages come
   back after ack_wait;
-* transient failures (encoder, search or Milvus restarting, S3 or NATS unreachable) are retried in
-  place with exponential backoff for as long as they last;
+* outages (encoder, search or Milvus down or restarting, S3 or NATS unreachable: every image fails
+  alike) are retried in place with exponential backoff for as long as they last; nothing is
+  dead-lettered because a dependency is down;
 * poison is isolated and parked: an image that cannot be fetched or decoded, or that a dependency
   refuses (INVALID_ARGUMENT and the like), goes to the dead-letter stream with its reason and counts
-  as failed. A batch that keeps failing is split into single images, so one bad image cannot hold up
-  the others; a single image that keeps failing while the others succeed is parked too. A message
-  JetStream stops delivering (max_deliver reached: it crashed or stalled every worker that took it)
-  is announced by an advisory, and one worker moves it to the dead-letter stream.
+  as failed. A batch that fails otherwise than by an outage is split into single images, so one bad
+  image cannot hold up the others; an image that fails alone while the others succeed is handed
+  back with a delay (using up one of its deliveries) and parked if it still fails on its last one.
+  A message JetStream stops delivering (max_deliver reached: it crashed or stalled every worker
+  that took it) is announced by an advisory, and one worker moves it to the dead-letter stream;
 * an image whose original is deleted while it is being indexed has its vectors removed again right
   after the upsert (DeleteObjects removes the original first, then the vectors).
 
@@ -33,6 +35,8 @@ from collections import defaultdict
 from typing import Any
 
 import grpc
+import urllib3
+from minio.error import S3Error
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import NotFoundError as NatsNotFound
 from prometheus_client import Counter, Gauge
@@ -49,6 +53,7 @@ from lookalike.queue import (
     connect,
     dead_letter_subject,
     ensure_ingest_streams,
+    is_transient,
     max_deliveries_subject,
     pull_ingest,
     retry_transient,
@@ -75,7 +80,18 @@ PERMANENT = {
     grpc.StatusCode.UNIMPLEMENTED,
     grpc.StatusCode.DATA_LOSS,
 }
-# a failing batch is split into single images after this many attempts
+# a dependency that is down, restarting, overloaded or not ready: every image fails alike
+OUTAGE = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.ABORTED,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.FAILED_PRECONDITION,
+}
+# (INTERNAL, UNKNOWN and unexpected exceptions are ambiguous: an outage or this image)
+PERMANENT_KIND, OUTAGE_KIND, AMBIGUOUS_KIND = "permanent", "outage", "ambiguous"
+# an ambiguous failure of a batch is split into single images after this many attempts
 SPLIT_AFTER = 3
 MAX_BACKOFF_S = 30.0
 ADVISORY_QUEUE = "lookalike-ingest-max-deliveries"
@@ -85,12 +101,22 @@ class Poison(Exception):
     """An image that no retry can index."""
 
 
-def is_permanent(exc: BaseException) -> bool:
+def failure_kind(exc: BaseException) -> str:
     if isinstance(exc, Poison):
-        return True
+        return PERMANENT_KIND
     if isinstance(exc, grpc.aio.AioRpcError):
-        return exc.code() in PERMANENT
-    return False
+        if exc.code() in PERMANENT:
+            return PERMANENT_KIND
+        return OUTAGE_KIND if exc.code() in OUTAGE else AMBIGUOUS_KIND
+    if is_transient(exc) or isinstance(exc, (OSError, urllib3.exceptions.HTTPError)):
+        return OUTAGE_KIND  # NATS restarting, S3 unreachable
+    if isinstance(exc, S3Error) and exc.code in ("SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout"):
+        return OUTAGE_KIND
+    return AMBIGUOUS_KIND
+
+
+def is_permanent(exc: BaseException) -> bool:
+    return failure_kind(exc) == PERMANENT_KIND
 
 
 def describe(exc: BaseException) -> str:
@@ -174,8 +200,10 @@ class IngestWorker:
                         pass
 
     async def _process_with_retry(self, messages: list[Any]) -> None:
-        """Transient failures are retried in place for as long as they last (a dependency outage fails
-        every image alike); after SPLIT_AFTER failures a batch is split to tell the two apart."""
+        """Outages (a dependency down or restarting: every image fails alike) are retried in place
+        with backoff for as long as they last, the messages kept alive meanwhile. A permanent failure
+        (or an ambiguous one, INTERNAL/UNKNOWN, that persists) splits the batch to find the image
+        responsible."""
         delay = 0.5
         attempt = 0
         pending = list(messages)
@@ -190,13 +218,15 @@ class IngestWorker:
                 raise
             except Exception as exc:
                 attempt += 1
+                kind = failure_kind(exc)
                 if len(pending) == 1:
                     msg = pending[0]
-                    # permanent, or failing again on the last delivery JetStream allows it
-                    if is_permanent(exc) or (attempt >= SPLIT_AFTER and _delivered(msg) >= self.settings.ingest_max_deliver):
+                    # refused, or still failing ambiguously on the last delivery JetStream allows it
+                    last = _delivered(msg) >= self.settings.ingest_max_deliver
+                    if kind == PERMANENT_KIND or (kind == AMBIGUOUS_KIND and attempt >= SPLIT_AFTER and last):
                         await self._dead_letter(msg, _parse(msg), describe(exc))
                         return
-                elif is_permanent(exc) or attempt % SPLIT_AFTER == 0:
+                elif kind == PERMANENT_KIND or (kind == AMBIGUOUS_KIND and attempt % SPLIT_AFTER == 0):
                     before = len(pending)
                     pending = await self._split(pending)
                     if len(pending) < before:
@@ -207,11 +237,12 @@ class IngestWorker:
                 delay = min(delay * 2, MAX_BACKOFF_S) * random.uniform(0.8, 1.2)
 
     async def _split(self, messages: list[Any]) -> list[Any]:
-        """Tries each image on its own once. Permanent failures are parked. Images that fail while
-        others succeed are suspects: they go back to the queue with a delay (using up a delivery) so
-        they hold up nobody, and are parked when they fail on their last delivery. When every image
-        fails, the cause is elsewhere: all are returned, to be retried in place."""
-        failed: list[tuple[Any, BaseException]] = []
+        """Tries each image on its own once. Permanent failures are parked. Images that fail
+        ambiguously while others succeed are suspects: they go back to the queue with a delay (using
+        up a delivery) so they hold up nobody, and are parked if they fail so on their last delivery.
+        The rest (outages, or everything failing) is returned, to be retried in place."""
+        ambiguous: list[tuple[Any, BaseException]] = []
+        remaining: list[Any] = []
         succeeded = 0
         for msg in messages:
             if msg._ackd:
@@ -222,13 +253,16 @@ class IngestWorker:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if is_permanent(exc):
+                kind = failure_kind(exc)
+                if kind == PERMANENT_KIND:
                     await self._dead_letter(msg, _parse(msg), describe(exc))
+                elif kind == AMBIGUOUS_KIND:
+                    ambiguous.append((msg, exc))
                 else:
-                    failed.append((msg, exc))
+                    remaining.append(msg)
         if not succeeded:
-            return [msg for msg, _ in failed]
-        for msg, exc in failed:
+            return remaining + [msg for msg, _ in ambiguous]
+        for msg, exc in ambiguous:
             delivered = _delivered(msg)
             if delivered >= self.settings.ingest_max_deliver:
                 await self._dead_letter(msg, _parse(msg), f"failed on each of {delivered} deliveries while other images succeeded: {describe(exc)}")
@@ -238,7 +272,7 @@ class IngestWorker:
                     await msg.nak(delay=min(2.0**delivered, MAX_BACKOFF_S))
                 except Exception:
                     pass
-        return []
+        return remaining
 
     async def process(self, messages: list[Any]) -> None:
         """Indexes a batch; raises on failure (what was finished before is acked)."""

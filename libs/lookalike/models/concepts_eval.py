@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.grid:
         print("\n| top_k | temperature | mean P@5 | mean R@5 | first relevant at rank 1 |")
         print("|---|---|---|---|---|")
-        for top_k in (1, 5, 10, 20, 50):
+        for top_k in (1, 5, 10, 20, 50, 1000):
             for temperature in (0.02, 0.05, 0.1):
                 variant = get_extractor(
                     "concepts", base.model_copy(update={"concepts_top_k": top_k, "concepts_temperature": temperature})

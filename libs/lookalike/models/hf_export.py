@@ -14,6 +14,7 @@
     <repository>/clip-text/config.pbtxt     (CLIP, SigLIP) the text tower
     <repository>/clip-text/1/model.onnx     input_ids (+ attention_mask) [N,L] -> text_embeds [N,D]
     <repository>/clip-text/tokenizer.json   the fast tokenizer (``tokenizers`` format), for serving
+    <repository>/clip*/configs/python.pbtxt + 1/model.py   the same models for Triton's python backend
 
 Towers: CLIP/SigLIP ``get_image_features`` / ``get_text_features`` (the projected embeddings the
 contrastive loss compares); DINOv2 ``pooler_output`` (the final-layernormed CLS token). Preprocessing
@@ -393,6 +394,13 @@ def export_hf(
         source={"weights": weights.name, "transformers": transformers.__version__, "torch": torch.__version__},
     )
     (model_dir / MANIFEST_FILE).write_text(manifest.dump())
+    # the python-backend side too (configs/python.pbtxt + 1/model.py), for the Triton that has only
+    # that backend (the one nvidia-pytriton bundles); NVIDIA's image serves config.pbtxt directly
+    from lookalike.sessions.triton import add_python_backend
+
+    for folder_path in (model_dir, report.text_dir):
+        if folder_path is not None:
+            add_python_backend(folder_path)
 
     if verify:
         report.max_abs_diff = _verify(image_tower, text_tower, report, pixels.numpy(), token_feeds)
