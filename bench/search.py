@@ -288,15 +288,12 @@ def auto_nlist(size: int) -> int:
 
 
 class Collections:
-    def __init__(self, milvus_uri: str, service_address: str) -> None:
+    def __init__(self, milvus_uri: str, stubs: dict[int, Any]) -> None:
         from pymilvus import MilvusClient
-
-        from lookalike.v1 import search_service_pb2_grpc
 
         self.uri = milvus_uri
         self.client = MilvusClient(uri=milvus_uri, timeout=600)
-        self.channel = grpc.insecure_channel(service_address, options=[("grpc.max_send_message_length", 256 << 20)])
-        self.stub = search_service_pb2_grpc.SearchServiceStub(self.channel)
+        self.stub = stubs[1]
 
     def ensure(self, config: IndexConfig, dataset: Dataset, fresh: bool) -> dict[str, Any]:
         """The collection for (config, dataset): reused when a previous run built exactly it."""
@@ -581,7 +578,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--milvus-uri", help="use this Milvus instead of starting one")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help=f"Milvus data, caches and logs (default {DEFAULT_DATA_DIR})")
     parser.add_argument("--fresh", action="store_true", help="rebuild every collection even if an earlier run left it")
-    parser.add_argument("--refine", type=int, default=10, help="IVF-PQ refine factor of the service under test (default 10)")
+    parser.add_argument("--refine", default="4,10", help="IVF-PQ refine factors to compare with none (default 4,10; one service process each)")
     parser.add_argument("--hnsw-m", type=int, default=16)
     parser.add_argument("--hnsw-ef-construction", type=int, default=200)
     parser.add_argument("--ef", default="32,64,128", help="HNSW query ef values (default 32,64,128)")
@@ -620,13 +617,12 @@ def main(argv: list[str] | None = None) -> int:
     filtered: list[dict[str, Any]] = []
     builds: list[dict[str, Any]] = []
     try:
-        refined_addr = servers.start_search("search", args.refine)
-        plain_addr = servers.start_search("search-norefine", 1)
-        collections = Collections(servers.milvus_uri, refined_addr)
         from lookalike.v1 import search_service_pb2_grpc, types_pb2
 
-        stubs = {args.refine: collections.stub,
-                 1: search_service_pb2_grpc.SearchServiceStub(grpc.insecure_channel(plain_addr))}
+        refines = sorted({1, *(int(r) for r in args.refine.split(",") if r)})
+        stubs = {r: search_service_pb2_grpc.SearchServiceStub(grpc.insecure_channel(servers.start_search(f"search-refine{r}", r)))
+                 for r in refines}
+        collections = Collections(servers.milvus_uri, stubs)
         for size in sizes:
             dataset = Dataset(size, args.dim, args.seed, model, real_gallery)
             # queries: real edited copies (their original is in the catalog) + fresh cluster samples
@@ -667,7 +663,7 @@ def main(argv: list[str] | None = None) -> int:
             pq = configs[2].build
             for nprobe in [int(p) for p in args.nprobe.split(",") if p]:
                 nprobe = min(nprobe, pq["nlist"])
-                for refine in (1, args.refine):
+                for refine in refines:
                     label = f"nlist={pq['nlist']} m={pq['m']} nprobe={nprobe}" + (f" refine×{refine}" if refine > 1 else " no refine")
                     run("ivf-pq", label, {"nprobe": nprobe}, refine, types_pb2.IndexSpec(ivf_pq=types_pb2.IvfPqParams(nprobe=nprobe)))
             if not args.skip_extras:

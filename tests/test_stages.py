@@ -144,3 +144,50 @@ def test_cli_builds_two_stage_retriever_and_reports_duplicates(catalog: Catalog,
     result = runner.invoke(app, ["duplicates", "-c", "photos", *common])
     assert result.exit_code == 0, result.output
     assert "1 groups, 2 near-duplicates among 7 images" in result.output
+
+
+def test_hybrid_text_and_image_fused(gateway: Gateway, photos: dict[str, bytes]) -> None:
+    """A photo and a typed phrase, searched with two extractors and fused: both shape the ranking."""
+    chosen = {k: photos[k] for k in ("chelsea", "coffee", "rocket", "astronaut", "china", "flower")}
+    import tests.test_e2e as e2e
+
+    catalog = Catalog.__new__(Catalog)
+    catalog.gateway, catalog.namespace, catalog.parent = gateway, "hybrid", "namespaces/hybrid"
+    catalog.collection = "namespaces/hybrid/collections/photos"
+    catalog.bucket = "namespaces/hybrid/buckets/uploads"
+    from lookalike.v1 import bucket_service_pb2 as bucket_pb
+    from lookalike.v1 import namespace_service_pb2 as namespace_pb
+
+    gateway.namespaces.CreateNamespace(namespace_pb.CreateNamespaceRequest(namespace_id="hybrid"), timeout=10)
+    gateway.collections.CreateCollection(collection_pb.CreateCollectionRequest(
+        parent=catalog.parent, collection_id="photos", feature_extractors=["effnet-lite0", "concepts"]), timeout=60)
+    gateway.buckets.CreateBucket(bucket_pb.CreateBucketRequest(
+        parent=catalog.parent, bucket_id="uploads", bucket=bucket_pb.Bucket(collection=catalog.collection, auto_process=True)), timeout=10)
+    upload = gateway.buckets.UploadObjects(iter([
+        bucket_pb.UploadObjectsRequest(parent=catalog.bucket if i == 0 else "", filename=f"{n}.jpg", content=d)
+        for i, (n, d) in enumerate(chosen.items())]), timeout=60)
+    assert e2e.wait_job(gateway, upload.job).indexed == len(chosen)
+
+    hybrid = create(catalog, "hybrid", [
+        retriever_pb.Stage(feature_search=retriever_pb.FeatureSearchStage(
+            collection=catalog.collection, feature_extractor="effnet-lite0", limit=3, input=retriever_pb.QUERY_INPUT_IMAGE)),
+        retriever_pb.Stage(feature_search=retriever_pb.FeatureSearchStage(
+            collection=catalog.collection, feature_extractor="concepts", limit=3, input=retriever_pb.QUERY_INPUT_TEXT)),
+        retriever_pb.Stage(fuse=retriever_pb.FuseStage(limit=3)),
+    ])
+    text_only = create(catalog, "text", [retriever_pb.Stage(feature_search=retriever_pb.FeatureSearchStage(
+        collection=catalog.collection, feature_extractor="concepts", limit=3))])
+    by_text = catalog.search(retriever_pb.Query(text="a photo of a cup of coffee"), retriever=text_only).documents
+    assert by_text[0].filename == "coffee.jpg"
+
+    fused = catalog.search(retriever_pb.Query(image=photos["chelsea"], text="a photo of a cup of coffee"), retriever=hybrid).documents
+    # each half's best answer is in the fused top 3, scored by its own search
+    files = [d.filename for d in fused]
+    assert {"chelsea.jpg", "coffee.jpg"} <= set(files), files
+    by_name = {d.filename: d for d in fused}
+    assert "feature_search[0]" in by_name["chelsea.jpg"].stage_scores
+    assert "feature_search[1]" in by_name["coffee.jpg"].stage_scores
+    # the image-only half still needs its image
+    with pytest.raises(grpc.RpcError) as err:
+        catalog.search(retriever_pb.Query(text="a cat"), retriever=hybrid)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -311,8 +311,9 @@ def browser() -> Iterator[Browser]:
                 f"{(run.stdout + run.stderr)[-4000:]}",
                 pytrace=False,
             )
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    expect.set_options(timeout=60_000)  # a loaded CI machine: searches and indexing can take seconds
     with sync_playwright() as playwright, tempfile.TemporaryDirectory(prefix="lookalike-chromium-") as profile:
         # a fresh profile per run: launch_persistent_context takes it as --user-data-dir
         context = playwright.chromium.launch_persistent_context(

@@ -221,10 +221,13 @@ class IngestWorker:
                 kind = failure_kind(exc)
                 if len(pending) == 1:
                     msg = pending[0]
-                    # refused, or still failing ambiguously on the last delivery JetStream allows it
-                    last = _delivered(msg) >= self.settings.ingest_max_deliver
-                    if kind == PERMANENT_KIND or (kind == AMBIGUOUS_KIND and attempt >= SPLIT_AFTER and last):
+                    if kind == PERMANENT_KIND:
                         await self._dead_letter(msg, _parse(msg), describe(exc))
+                        return
+                    # alone and failing ambiguously again after it was handed back (or its worker
+                    # died): hand it back once more, or park it on its last delivery
+                    if kind == AMBIGUOUS_KIND and attempt >= SPLIT_AFTER and _delivered(msg) > 1:
+                        await self._hand_back(msg, exc)
                         return
                 elif kind == PERMANENT_KIND or (kind == AMBIGUOUS_KIND and attempt % SPLIT_AFTER == 0):
                     before = len(pending)
@@ -263,16 +266,20 @@ class IngestWorker:
         if not succeeded:
             return remaining + [msg for msg, _ in ambiguous]
         for msg, exc in ambiguous:
-            delivered = _delivered(msg)
-            if delivered >= self.settings.ingest_max_deliver:
-                await self._dead_letter(msg, _parse(msg), f"failed on each of {delivered} deliveries while other images succeeded: {describe(exc)}")
-            else:
-                log.warning("%s: %s fails alone (%s); handing it back for later", self.name, _parse(msg).filename, describe(exc))
-                try:
-                    await msg.nak(delay=min(2.0**delivered, MAX_BACKOFF_S))
-                except Exception:
-                    pass
+            await self._hand_back(msg, exc)
         return remaining
+
+    async def _hand_back(self, msg: Any, exc: BaseException) -> None:
+        """A suspect image: back to the queue with a delay (one delivery used), parked on its last."""
+        delivered = _delivered(msg)
+        if delivered >= self.settings.ingest_max_deliver:
+            await self._dead_letter(msg, _parse(msg), f"failed on each of {delivered} deliveries: {describe(exc)}")
+            return
+        log.warning("%s: %s fails on its own (%s); handing it back for later", self.name, _parse(msg).filename, describe(exc))
+        try:
+            await msg.nak(delay=min(2.0**delivered, MAX_BACKOFF_S))
+        except Exception:
+            pass
 
     async def process(self, messages: list[Any]) -> None:
         """Indexes a batch; raises on failure (what was finished before is acked)."""
