@@ -153,7 +153,7 @@ def bench_service(backend: str, address: str, data: list[bytes], batches: list[i
 
 def report(points: list[Point], notes: dict[str, str], info: dict[str, object]) -> str:
     lines = [f"machine: {info['cpu']}, {info['cores']} cores; load average before {info['load_avg']}, "
-             f"after {info.get('load_avg_after')}", ""]
+             f"after {info.get('load_avg_after')}; service batching {info.get('service_batching')}", ""]
     lines += ["| backend | mode | images/s | p50 ms | p99 ms |", "|---|---|---:|---:|---:|"]
     for p in points:
         lines.append(f"| {p.backend} | {p.mode} | {p.images_per_s:.1f} | {p.p50_ms:.1f} | {p.p99_ms:.1f} |")
@@ -178,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", default="4,8,16", help="concurrent 1-image calls to the service")
     parser.add_argument("--seconds", type=float, default=4.0, help="per point (default 4)")
     parser.add_argument("--min-calls", type=int, default=8, help="per point, however long it takes")
+    parser.add_argument("--queue-delay-ms", type=float, default=None,
+                        help="the service's LOOKALIKE_ENCODER_MAX_QUEUE_DELAY_MS (default: its default)")
     parser.add_argument("--json", type=Path, default=None, help="also write the points here")
     args = parser.parse_args(argv)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -192,7 +194,13 @@ def main(argv: list[str] | None = None) -> int:
     from lookalike.models import ModelSettings, get_extractor
     from services.encoder.launch import start_encoder
 
+    from services.encoder.batching import BatchingSettings
+
     info = machine()
+    defaults = BatchingSettings()
+    info["service_batching"] = {"max_batch_size": defaults.max_batch_size,
+                                "max_queue_delay_ms": args.queue_delay_ms if args.queue_delay_ms is not None
+                                else defaults.max_queue_delay_ms}
     print(f"bench.encoder on {info['cpu']} ({info['cores']} cores), load average {info['load_avg']}", file=sys.stderr)
     data = photos()
     images = [decode_image(d) for d in data]
@@ -222,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     env = {"LOOKALIKE_ENCODER_BACKEND": "triton" if backend == "service-triton" else "onnxruntime",
                            "LOOKALIKE_TRITON_URL": url, "LOOKALIKE_LOG_LEVEL": "WARNING"}
+                    if args.queue_delay_ms is not None:
+                        env["LOOKALIKE_ENCODER_MAX_QUEUE_DELAY_MS"] = str(args.queue_delay_ms)
                     service = start_encoder(Path(tmp) / backend, env=env)
                     try:
                         points += bench_service(backend, service.address, data, batches, concurrencies,

@@ -306,11 +306,16 @@ class Collections:
         fingerprint = json.dumps({"data": dataset.fingerprint, "build": config.build}, sort_keys=True)
         if self.client.has_collection(name) and not fresh:
             props = self.client.describe_collection(name).get("properties") or {}
-            index = self.client.describe_index(name, "vector")
-            if props.get(BENCH_PROPERTY) == fingerprint and index.get("indexed_rows") == index.get("total_rows") == dataset.size:
+            if props.get(BENCH_PROPERTY) == fingerprint:  # written only once a build completed
                 self.client.load_collection(name)
-                log.info("%s: reusing the %d-vector collection built by an earlier run", coll_id, dataset.size)
-                return {"collection": collection, "name": name, "cached": True, **self._segments(name)}
+                self._wait_indexed(name, dataset.size, timeout=300)
+                rows = self.client.query(name, filter=f'namespace == "{NAMESPACE}"', output_fields=["count(*)"], consistency_level="Strong")
+                if rows and rows[0]["count(*)"] == dataset.size:
+                    log.info("%s: reusing the %d-vector collection built by an earlier run", coll_id, dataset.size)
+                    return {"collection": collection, "name": name, "cached": True, **self._segments(name)}
+                log.info("%s: holds %s rows, not %d: rebuilding", coll_id, rows, dataset.size)
+            else:
+                log.info("%s: built from other data or parameters: rebuilding", coll_id)
         if self.client.has_collection(name):
             self.client.drop_collection(name)
         extractor = types_pb2.ExtractorInfo(name=EXTRACTOR, dimension=dataset.dim, vector_type=types_pb2.VECTOR_TYPE_FLOAT,
@@ -332,11 +337,7 @@ class Collections:
             log.info("%s: %d/%d vectors upserted", coll_id, min(start + len(vectors), dataset.size), dataset.size)
         upserted = time.perf_counter()
         self.client.flush(name)
-        while True:  # the index is built per sealed segment, after the data is in
-            index = self.client.describe_index(name, "vector")
-            if index.get("indexed_rows", 0) >= dataset.size and not index.get("pending_index_rows"):
-                break
-            time.sleep(2)
+        self._wait_indexed(name, dataset.size)
         built = time.perf_counter()
         log.info("%s: index built in %.0f s", coll_id, built - upserted)
         # reload so the query node serves the indexed segments (not the interim growing-data index)
@@ -345,6 +346,17 @@ class Collections:
         self.client.alter_collection_properties(name, {BENCH_PROPERTY: fingerprint})
         return {"collection": collection, "name": name, "cached": False, "upsert_s": round(upserted - began, 1),
                 "build_s": round(built - upserted, 1), **self._segments(name)}
+
+    def _wait_indexed(self, name: str, size: int, timeout: float = 6 * 3600) -> None:
+        """Until every sealed segment has its index (built per segment, after the data is in)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            index = self.client.describe_index(name, "vector")
+            if index.get("indexed_rows", 0) >= size and not index.get("pending_index_rows"):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name}: index not complete after {timeout:.0f} s: {index}")
+            time.sleep(2)
 
     def _segments(self, name: str) -> dict[str, Any]:
         """How many sealed segments the query node serves (each is searched separately)."""
