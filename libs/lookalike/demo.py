@@ -2,7 +2,9 @@
 services), index real photos that ship with scikit-image and scikit-learn, query with edited copies
 of them (crops, rotations, recolours, JPEG, flips, …), and print the matches.
 
-    python -m lookalike.demo [--dir .run] [--keep-running]
+    python -m lookalike.demo [--dir .run] [--stop]
+
+The stack stays up afterwards (the CLI and the web page work against it); `make down` stops it.
 """
 
 from __future__ import annotations
@@ -209,7 +211,7 @@ def run_demo(gateway_addr: str, work: Path, url_queries: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lookalike.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dir", type=Path, default=Path(".run"))
-    parser.add_argument("--keep-running", action="store_true", help="leave the stack up (stop it with `make down`)")
+    parser.add_argument("--stop", action="store_true", help="stop the stack at the end (default: leave it up for the CLI and the web page)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     run_dir = args.dir.resolve()
@@ -230,9 +232,16 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[red]{exc.code().name}: {exc.details()}[/red]")
         return 1
     finally:
-        if own is not None and not args.keep_running:
+        if own is not None and args.stop:
             own.stop()
-            console.print("stack stopped (run with --keep-running, or `make up`, to keep it)")
+            console.print("stack stopped")
+        elif own is not None:
+            web = own.addresses.get("web")
+            console.print(
+                f"the stack is still up: gateway {own.gateway_addr}"
+                + (f", web page [bold]http://{web}/[/bold] (namespace {NAMESPACE}, collection {COLLECTION})" if web else "")
+                + "; `make down` stops it"
+            )
 
 
 if __name__ == "__main__":

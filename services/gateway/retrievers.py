@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from lookalike import names
-from lookalike.errors import InvalidArgument
+from lookalike.errors import InvalidArgument, ResourceExhausted
 from lookalike.server import rpc
 from lookalike.v1 import collection_service_pb2, namespace_service_pb2
 from lookalike.v1 import retriever_service_pb2 as pb
@@ -60,7 +60,7 @@ class RetrieverServicer(GatewayServicer, grpc_pb.RetrieverServiceServicer):
         if request.query.image_url:
             query.image = await self.ctx.fetcher.fetch(request.query.image_url)
         if len(query.image) > self.ctx.settings.max_image_bytes:
-            raise InvalidArgument(f"query image larger than {self.ctx.settings.max_image_bytes} bytes")
+            raise ResourceExhausted(f"query image larger than {self.ctx.settings.max_image_bytes} bytes")
         if len(query.text) > MAX_TEXT:
             raise InvalidArgument(f"query text longer than {MAX_TEXT} characters")
         if not query.image and not query.text:

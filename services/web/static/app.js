@@ -154,12 +154,15 @@ async function loadNamespace() {
     clearError(box);
   } catch (err) {
     showError(box, err);
-    state.collections = state.retrievers = state.buckets = [];
+    state.collections = [];
+    state.retrievers = [];
+    state.buckets = [];
   }
   const previous = $("#collection").value || wanted.get("collection");
   fillSelect($("#collection"), state.collections.map((c) => [c.id, `${c.display_name || c.id} (${c.image_count} image${c.image_count === 1 ? "" : "s"})`]), previous);
   if (!state.collections.length) fillSelect($("#collection"), [["", "(no collections)"]]);
-  onCollectionChange(wanted.get("retriever"));
+  // the URL's retriever on the first load; after that the one chosen (a refresh keeps it)
+  onCollectionChange(wanted.get("retriever") ?? $("#retriever").value);
   wanted.delete("retriever");
   wanted.delete("collection");
 }
