@@ -192,9 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     from lookalike.devservers import ServerStartError, start_triton
     from lookalike.imaging import decode_image
     from lookalike.models import ModelSettings, get_extractor
-    from services.encoder.launch import start_encoder
-
     from services.encoder.batching import BatchingSettings
+    from services.encoder.launch import start_encoder
 
     info = machine()
     defaults = BatchingSettings()

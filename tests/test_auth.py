@@ -104,6 +104,11 @@ def test_api_keys_scope_each_namespace(secured: str, infra: Infra) -> None:
     call(namespaces.DeleteApiKey, namespace_pb.DeleteApiKeyRequest(name=keys["auth-a"].api_key.name), ADMIN_KEY)
     assert status_of(namespaces.ListNamespaces, list_request, key_a) == grpc.StatusCode.UNAUTHENTICATED
     assert status_of(namespaces.ListNamespaces, list_request, key_b) == grpc.StatusCode.OK
+    # the CLI's client sends its key (LOOKALIKE_API_KEY) on every call
+    from lookalike.cli import Gateway
+
+    cli_gateway = Gateway(secured, api_key=key_b)
+    assert [n.name for n in cli_gateway.namespaces.ListNamespaces(list_request, timeout=10).namespaces] == ["namespaces/auth-b"]
 
 
 def bucket_service_stub(channel: grpc.Channel):  # type: ignore[no-untyped-def]
@@ -148,6 +153,9 @@ def test_gateway_serves_tls(mesh: Stack, tmp_path: Path) -> None:
         with grpc.secure_channel(address, credentials) as channel:
             stub = namespace_service_pb2_grpc.NamespaceServiceStub(channel)
             stub.ListNamespaces(namespace_pb.ListNamespacesRequest(), timeout=10)
+        from lookalike.cli import Gateway
+
+        Gateway(address, ca_file=str(cert)).namespaces.ListNamespaces(namespace_pb.ListNamespacesRequest(), timeout=10)
         with grpc.insecure_channel(address) as plain:  # plaintext is refused
             with pytest.raises(grpc.RpcError):
                 namespace_service_pb2_grpc.NamespaceServiceStub(plain).ListNamespaces(namespace_pb.ListNamespacesRequest(), timeout=3)

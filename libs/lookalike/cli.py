@@ -42,13 +42,36 @@ app.add_typer(retrievers_app, name="retrievers")
 console = Console(width=None if sys.stdout.isatty() else 150)
 
 
+class _BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.StreamUnaryClientInterceptor):
+    def __init__(self, key: str) -> None:
+        self.metadata = ("authorization", f"Bearer {key}")
+
+    def _with_key(self, details: Any) -> Any:
+        return details._replace(metadata=[*(details.metadata or []), self.metadata])
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+        return continuation(self._with_key(client_call_details), request)
+
+    def intercept_stream_unary(self, continuation, client_call_details, request_iterator):  # type: ignore[no-untyped-def]
+        return continuation(self._with_key(client_call_details), request_iterator)
+
+
 class Gateway:
     """Stubs of the public services on one channel."""
 
-    def __init__(self, address: str, timeout: float = 60.0) -> None:
-        self.channel = grpc.insecure_channel(
-            address, options=[("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]
-        )
+    def __init__(self, address: str, timeout: float = 60.0, api_key: str | None = None, ca_file: str | None = None) -> None:
+        options = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]
+        # TLS when the gateway serves it (LOOKALIKE_GATEWAY_CA_FILE: the CA that signed its certificate)
+        ca_file = ca_file if ca_file is not None else os.environ.get("LOOKALIKE_GATEWAY_CA_FILE")
+        if ca_file:
+            credentials = grpc.ssl_channel_credentials(root_certificates=Path(ca_file).read_bytes())
+            self.channel = grpc.secure_channel(address, credentials, options=options)
+        else:
+            self.channel = grpc.insecure_channel(address, options=options)
+        # API key (LOOKALIKE_API_KEY) sent with every call when the gateway requires one
+        api_key = api_key if api_key is not None else os.environ.get("LOOKALIKE_API_KEY")
+        if api_key:
+            self.channel = grpc.intercept_channel(self.channel, _BearerToken(api_key))
         self.timeout = timeout
         self.namespaces = namespace_service_pb2_grpc.NamespaceServiceStub(self.channel)
         self.collections = collection_service_pb2_grpc.CollectionServiceStub(self.channel)
