@@ -51,7 +51,7 @@ status:
 demo: setup ## the main job: start the stack, index real photos, query with edited copies, print matches
 	$(BIN)/python -m lookalike.demo --dir $(RUN_DIR)
 
-test: setup-export ## the whole test suite (starts the real servers it needs)
+test: setup-export setup-triton browser-deps deploy-tools ## the whole test suite (starts the real servers it needs)
 	$(BIN)/python -m pytest -ra -p no:cacheprovider
 
 test-unit: setup

@@ -307,7 +307,7 @@ def test_crash_between_counting_and_ack_counts_once(settings: Settings) -> None:
                 worker_module._ack = original
             assert (await h.jobs.get(h.job)).indexed == 20  # counted, never acked
             assert (await h.js.stream_info(settings.ingest_stream)).state.messages == 20
-            await h.run_until(h.job_done)
+            await h.run_until(h.queue_empty)  # everything redelivered, redone and acked
             job = await h.jobs.get(h.job)
             assert (job.queued, job.indexed, job.failed) == (20, 20, 0)
             assert h.clients.search.vectors["e1"] == h.clients.search.vectors["e2"] == set(ids)

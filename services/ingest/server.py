@@ -56,6 +56,14 @@ PROGRESS_SECONDS = 1.0
 # source objects fetched, checked and stored at once during a sync
 SYNC_CONCURRENCY = 8
 DELETE_CHUNK = 1000
+# source keys with one of these suffixes are images to sync; keys without a suffix are tried too;
+# anything else (sidecars, notes, ...) is skipped without being fetched
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+
+
+def looks_like_image(key: str) -> bool:
+    suffix = posixpath.splitext(posixpath.basename(key))[1].lower()
+    return not suffix or suffix in IMAGE_SUFFIXES
 
 
 def event_id(collection: str, content_id: str, metadata: Any) -> str:
@@ -294,6 +302,8 @@ class IngestServicer(grpc_pb.IngestServiceServicer):
             tasks = []
             for obj in chunk:
                 listed += 1
+                if not looks_like_image(obj.key):
+                    continue
                 state_key = sync_state_key(bucket, obj.key)
                 seen.add(state_key)
                 known = state.get(state_key)

@@ -159,6 +159,9 @@ class IngestWorker:
                 except NatsTimeout:
                     continue
                 except Exception as exc:  # NATS restarting: the client reconnects by itself
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():  # the client turns a cancel into an error
+                        raise asyncio.CancelledError from exc
                     log.warning("%s: fetch failed: %s", self.name, exc)
                     await asyncio.sleep(1.0)
                     continue
