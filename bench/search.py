@@ -55,7 +55,6 @@ NAMESPACE = "bench"
 EXTRACTOR = "effnet-lite0"
 K = 10
 CHUNK = 20_000
-BENCH_PROPERTY = "lookalike.bench"
 BENCH_VERSION = 1
 DEFAULT_DEV_DIR = Path(__file__).resolve().parents[2] / "shared" / "eval" / "dev"
 DEFAULT_DATA_DIR = Path.home() / ".cache" / "lookalike" / "bench-search"
@@ -288,9 +287,13 @@ def auto_nlist(size: int) -> int:
 
 
 class Collections:
-    def __init__(self, milvus_uri: str, stubs: dict[int, Any]) -> None:
+    def __init__(self, milvus_uri: str, stubs: dict[int, Any], builds_file: Path) -> None:
         from pymilvus import MilvusClient
 
+        # which data and parameters each collection was built from (not a collection property:
+        # Milvus 2.3.5 forgets altered properties when it restarts)
+        self.builds_file = builds_file
+        self.builds: dict[str, str] = json.loads(builds_file.read_text()) if builds_file.is_file() else {}
         self.uri = milvus_uri
         self.client = MilvusClient(uri=milvus_uri, timeout=600)
         self.stub = stubs[1]
@@ -305,8 +308,7 @@ class Collections:
         name = milvus_collection_name(NAMESPACE, coll_id, EXTRACTOR)
         fingerprint = json.dumps({"data": dataset.fingerprint, "build": config.build}, sort_keys=True)
         if self.client.has_collection(name) and not fresh:
-            props = self.client.describe_collection(name).get("properties") or {}
-            if props.get(BENCH_PROPERTY) == fingerprint:  # written only once a build completed
+            if self.builds.get(name) == fingerprint:  # written only once a build completed
                 self.client.load_collection(name)
                 self._wait_indexed(name, dataset.size, timeout=300)
                 rows = self.client.query(name, filter=f'namespace == "{NAMESPACE}"', output_fields=["count(*)"], consistency_level="Strong")
@@ -343,7 +345,8 @@ class Collections:
         # reload so the query node serves the indexed segments (not the interim growing-data index)
         self.client.release_collection(name)
         self.client.load_collection(name)
-        self.client.alter_collection_properties(name, {BENCH_PROPERTY: fingerprint})
+        self.builds[name] = fingerprint
+        self.builds_file.write_text(json.dumps(self.builds, indent=1, sort_keys=True))
         return {"collection": collection, "name": name, "cached": False, "upsert_s": round(upserted - began, 1),
                 "build_s": round(built - upserted, 1), **self._segments(name)}
 
@@ -634,7 +637,8 @@ def main(argv: list[str] | None = None) -> int:
         refines = sorted({1, *(int(r) for r in args.refine.split(",") if r)})
         stubs = {r: search_service_pb2_grpc.SearchServiceStub(grpc.insecure_channel(servers.start_search(f"search-refine{r}", r)))
                  for r in refines}
-        collections = Collections(servers.milvus_uri, stubs)
+        builds_file = args.data_dir / ("builds.json" if servers.milvus_pid else f"builds-{hashlib.sha256(servers.milvus_uri.encode()).hexdigest()[:8]}.json")
+        collections = Collections(servers.milvus_uri, stubs, builds_file)
         for size in sizes:
             dataset = Dataset(size, args.dim, args.seed, model, real_gallery)
             # queries: real edited copies (their original is in the catalog) + fresh cluster samples

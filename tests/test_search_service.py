@@ -337,7 +337,7 @@ def test_index_types_and_specs(service: InProcessService, milvus_uri: str) -> No
     pq = client.describe_index(milvus_collection_name("specs", "pq", "emb"), "vector")
     assert (pq["nlist"], pq["m"], pq["nbits"]) == ("16", "16", "8")
 
-    # a different spec for an existing index is refused; the same build with a new ef is stored
+    # a different spec for an existing index is refused, query-time defaults included
     with pytest.raises(grpc.RpcError) as exc:
         ensure(stub, "namespaces/specs/collections/hnsw", specs["pq"])
     assert code_of(exc) == grpc.StatusCode.FAILED_PRECONDITION and "already has a HNSW" in exc.value.details()  # type: ignore[union-attr]
@@ -345,13 +345,16 @@ def test_index_types_and_specs(service: InProcessService, milvus_uri: str) -> No
         ensure(stub, "namespaces/specs/collections/hnsw", ext=extractor(dim=128))
     assert code_of(exc) == grpc.StatusCode.FAILED_PRECONDITION
     new_ef = types_pb2.IndexSpec(type=types_pb2.INDEX_TYPE_HNSW, hnsw=types_pb2.HnswParams(m=8, ef_construction=64, ef=90))
-    assert ensure(stub, "namespaces/specs/collections/hnsw", new_ef) is False
+    with pytest.raises(grpc.RpcError) as exc:
+        ensure(stub, "namespaces/specs/collections/hnsw", new_ef)
+    assert code_of(exc) == grpc.StatusCode.FAILED_PRECONDITION and "pass ef / nprobe per search" in exc.value.details()  # type: ignore[union-attr]
+    assert ensure(stub, "namespaces/specs/collections/hnsw", specs["hnsw"]) is False  # the same spec: idempotent
 
     # query-time parameters live with the collection: a fresh replica reads them back
     fresh = InProcessService(milvus_uri)
     try:
         info = asyncio.run(fresh.servicer._collection(milvus_collection_name("specs", "hnsw", "emb")))
-        assert info.params.search == {"ef": 90} and info.dimension == DIM
+        assert info.params.search == {"ef": 40} and info.dimension == DIM
         info = asyncio.run(fresh.servicer._collection(milvus_collection_name("specs", "pq", "emb")))
         assert info.params.search == {"nprobe": 4} and info.params.build == {"nlist": 16, "m": 16, "nbits": 8}
     finally:

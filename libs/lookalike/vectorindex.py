@@ -172,8 +172,8 @@ class MilvusIndex:
     async def info(self, name: str) -> CollectionInfo:
         """Dimension, vector type and index parameters of an existing collection (NotFound if none).
 
-        Query-time parameters (ef, nprobe) come from the spec stored with the collection, so
-        every search replica, restarted or not, uses the ones the collection was created with."""
+        Query-time parameters (ef, nprobe) come from the spec stored with the collection when it was
+        created, so every search replica, restarted or not, uses the same ones."""
         if not await self.exists(name):
             raise NotFound(f"index {name} does not exist")
         described = await self._call(self.client.describe_collection, name)
@@ -225,11 +225,6 @@ class MilvusIndex:
             raise InvalidArgument(f"index rejected by Milvus: {exc.message}") from exc
         self._loaded.add(name)
         return True
-
-    async def set_query_params(self, name: str, params: IndexParams, spec: dict[str, Any]) -> None:
-        """Replaces the stored query-time parameters (ef, nprobe) of an existing collection."""
-        stored = {**spec, "search": params.search}
-        await self._call(self.client.alter_collection_properties, name, {SPEC_PROPERTY: json.dumps(stored, sort_keys=True)})
 
     async def drop(self, name: str) -> None:
         await self._call(self.client.drop_collection, name)

@@ -22,6 +22,7 @@ At-least-once delivery, exactly-once effects:
 * an image whose original is deleted while it is being indexed has its vectors removed again right
   after the upsert (DeleteObjects removes the original first, then the vectors).
 
+Each worker loop keeps two batches in flight, so the encoder works on one while the other is written.
 Run extra workers as their own processes with `python -m services.ingest.worker`.
 """
 
@@ -31,6 +32,7 @@ import asyncio
 import json
 import logging
 import random
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -39,7 +41,7 @@ import urllib3
 from minio.error import S3Error
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import NotFoundError as NatsNotFound
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 from lookalike.clients import ServiceClients
 from lookalike.config import Settings
@@ -68,6 +70,10 @@ FAILED_TOTAL = Counter("lookalike_ingest_failed_total", "Images sent to the dead
 RETRIES = Counter("lookalike_ingest_retries_total", "Batches retried after a transient failure")
 REDELIVERED = Counter("lookalike_ingest_redelivered_total", "Messages received more than once")
 BATCH = Gauge("lookalike_ingest_last_batch_size", "Size of the last batch pulled")
+STAGE_SECONDS = Histogram(
+    "lookalike_ingest_stage_seconds", "Time per batch in each stage of a worker", ["stage"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 
 # a dependency that refuses the request itself: retrying the same image cannot help
 PERMANENT = {
@@ -94,6 +100,8 @@ PERMANENT_KIND, OUTAGE_KIND, AMBIGUOUS_KIND = "permanent", "outage", "ambiguous"
 # an ambiguous failure of a batch is split into single images after this many attempts
 SPLIT_AFTER = 3
 MAX_BACKOFF_S = 30.0
+# batches one worker loop works on at once (each holds up to ingest_batch_size un-acked messages)
+PIPELINE_DEPTH = 2
 ADVISORY_QUEUE = "lookalike-ingest-max-deliveries"
 
 
@@ -153,22 +161,49 @@ class IngestWorker:
             subscription = await retry_transient(lambda: pull_ingest(js, self.settings), "bind consumer")
             await nc.subscribe(max_deliveries_subject(self.settings), queue=ADVISORY_QUEUE, cb=self._on_max_deliveries)
             log.info("%s consuming %s", self.name, self.settings.ingest_stream)
+            await self._consume(subscription)
+        finally:
+            await self.clients.close()
+            await nc.close()
+
+    async def _consume(self, subscription: Any) -> None:
+        """Pulls batches and works on up to PIPELINE_DEPTH of them at once, so that one batch's
+        encoding overlaps the previous one's writes."""
+        slots = asyncio.Semaphore(PIPELINE_DEPTH)
+        in_flight: set[asyncio.Task[None]] = set()
+        failures: list[BaseException] = []
+
+        def finished(task: asyncio.Task[None]) -> None:
+            in_flight.discard(task)
+            slots.release()
+            if not task.cancelled() and task.exception() is not None:
+                failures.append(task.exception())  # type: ignore[arg-type]
+
+        try:
             while True:
+                await slots.acquire()
+                if failures:  # a batch failed in a way nothing handles: die, and be redelivered
+                    raise failures[0]
                 try:
                     messages = await subscription.fetch(self.settings.ingest_batch_size, timeout=1.0)
                 except NatsTimeout:
+                    slots.release()
                     continue
                 except Exception as exc:  # NATS restarting: the client reconnects by itself
+                    slots.release()
                     task = asyncio.current_task()
                     if task is not None and task.cancelling():  # the client turns a cancel into an error
                         raise asyncio.CancelledError from exc
                     log.warning("%s: fetch failed: %s", self.name, exc)
                     await asyncio.sleep(1.0)
                     continue
-                await self.handle(messages)
+                batch = asyncio.create_task(self.handle(messages))
+                in_flight.add(batch)
+                batch.add_done_callback(finished)
         finally:
-            await self.clients.close()
-            await nc.close()
+            for batch in list(in_flight):
+                batch.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)
 
     async def handle(self, messages: list[Any]) -> None:
         """Indexes one pulled batch, keeping it alive with in-progress acks meanwhile."""
@@ -311,7 +346,9 @@ class IngestWorker:
 
     async def _index_group(self, collection: str, extractors: list[str], items: list[tuple[Any, Any]]) -> None:
         assert self.jobs is not None
+        started = time.perf_counter()
         originals = await asyncio.gather(*(self._fetch(event) for _, event in items))
+        STAGE_SECONDS.labels("fetch").observe(time.perf_counter() - started)
         poison: list[tuple[Any, Any, str]] = []
         ready: list[tuple[Any, Any, bytes]] = []
         for (msg, event), data in zip(items, originals):
@@ -320,9 +357,11 @@ class IngestWorker:
             else:
                 ready.append((msg, event, data))
         if ready:
+            started = time.perf_counter()
             response = await self.clients.encoder.EncodeImages(
                 encoder_service_pb2.EncodeImagesRequest(extractors=extractors, images=[d for _, _, d in ready])
             )
+            STAGE_SECONDS.labels("encode").observe(time.perf_counter() - started)
             encoded = []
             for (msg, event, _), image in zip(ready, response.images):
                 if image.error:
@@ -330,7 +369,9 @@ class IngestWorker:
                 else:
                     encoded.append((msg, event, image))
             if encoded:
-                for extractor in extractors:
+                started = time.perf_counter()
+
+                async def upsert(extractor: str) -> None:
                     records = [
                         search_service_pb2.VectorRecord(
                             id=event.content_id, vector=image.vectors[extractor], object=event.object_key,
@@ -341,6 +382,10 @@ class IngestWorker:
                     await self.clients.search.UpsertVectors(
                         search_service_pb2.UpsertVectorsRequest(collection=collection, extractor=extractor, records=records)
                     )
+
+                # one call per extractor, side by side (each returns once its write is searchable)
+                await asyncio.gather(*(upsert(extractor) for extractor in extractors))
+                STAGE_SECONDS.labels("upsert").observe(time.perf_counter() - started)
                 # deleted while we worked on it? then no vector may outlive it
                 still_there = await asyncio.gather(*(self.store.stat(event.object_key) for _, event, _ in encoded))
                 gone = [(msg, event) for (msg, event, _), info in zip(encoded, still_there) if info is None]
@@ -352,10 +397,12 @@ class IngestWorker:
                     )
                     poison.extend((msg, event, "the object was deleted while it was being indexed") for msg, event in gone)
                 indexed = [(msg, event) for (msg, event, _), info in zip(encoded, still_there) if info is not None]
+                started = time.perf_counter()
                 await self.jobs.record([
                     Outcome(event.job, event_msg_id(msg, event), INDEXED, event.content_id) for msg, event in indexed
                 ])
                 await asyncio.gather(*(_ack(msg) for msg, _ in indexed))
+                STAGE_SECONDS.labels("count_and_ack").observe(time.perf_counter() - started)
                 INDEXED_TOTAL.inc(len(indexed))
         for msg, event, reason in poison:
             await self._dead_letter(msg, event, reason)

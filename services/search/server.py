@@ -109,8 +109,13 @@ class SearchServicer(grpc_pb.SearchServiceServicer):
                     f"index {existing.params.build} of {existing.dimension} dimensions for {extractor.name!r}, "
                     f"not {params.index_type} {params.metric} {params.build} of {extractor.dimension}"
                 )
-            if existing.params.search != params.search:
-                await self.index.set_query_params(name, params, existing.spec or spec)
+            # Query-time defaults are fixed when the collection is created (Milvus 2.3.5 does not keep
+            # altered collection properties across a restart); a search can still pass its own.
+            if existing.spec and existing.params.search != params.search:
+                raise FailedPrecondition(
+                    f"{request.collection} was created with query parameters {existing.params.search} for "
+                    f"{extractor.name!r}, not {params.search}; pass ef / nprobe per search instead"
+                )
         self._forget(name)
         log.info("index ready", extra={"index": name, "was_created": created, "index_type": params.index_type})
         return pb.EnsureIndexResponse(created=created)
