@@ -255,7 +255,9 @@ class Servers:
     def stop(self) -> None:
         for process in reversed(self.processes):
             try:
-                process.stop()
+                # Milvus may be compacting or building: give it time (a SIGKILL mid-compaction has
+                # left Milvus 2.3.5 with a segment whose vector binlog was gone)
+                process.stop(timeout=180 if process.name == "milvus" else 20)
             except Exception:  # noqa: BLE001 - best effort at exit
                 log.exception("stopping %s failed", process.name)
 

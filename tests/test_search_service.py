@@ -161,6 +161,30 @@ def test_refine_keeps_the_exact_best() -> None:
         assert hits[0].fields == {"object": f"o{want[0]}", "metadata": {"i": int(want[0])}}
 
 
+def test_refine_falls_back_to_the_index_ranking_when_vectors_cannot_be_read() -> None:
+    from pymilvus.exceptions import MilvusException
+
+    from lookalike.vectorindex import MilvusIndex
+
+    class FakeClient:
+        def search(self, name: str, **kwargs: object) -> list:
+            assert kwargs["limit"] == 4 * 2 and 'namespace == "ns"' in str(kwargs["filter"])
+            return [[{"id": f"id{i}", "distance": 0.9 - i / 100, "entity": {"namespace": "other" if i == 1 else "ns"}} for i in range(8)]]
+
+        def query(self, name: str, filter: str, output_fields: list[str], **kwargs: object) -> list:
+            if "vector" in output_fields:
+                raise MilvusException(65535, "invalid local path: insert_log/...")
+            return [{"id": i, "namespace": "ns", "object": f"o-{i}"} for i in ("id0", "id2")]
+
+    index = MilvusIndex(Settings())
+    index._client = FakeClient()  # type: ignore[assignment]
+    index._loaded.add("c")
+    params = IndexParams("IVF_PQ", "COSINE", {"nlist": 8, "m": 2, "nbits": 8}, {"nprobe": 8}, refine=4)
+    hits = asyncio.run(index.search("c", [1.0, 0.0], 2, "ns", "", params))
+    # the other namespace's hit (id1) is dropped even though the fake index returned it
+    assert [(h.id, h.fields.get("object")) for h in hits] == [("id0", "o-id0"), ("id2", "o-id2")]
+
+
 def test_every_expression_is_scoped_to_the_namespace() -> None:
     assert scoped("a") == 'namespace == "a"'
     assert scoped("a", 'metadata["x"] == 1 or true') == '(namespace == "a") and (metadata["x"] == 1 or true)'

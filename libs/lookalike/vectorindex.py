@@ -324,7 +324,15 @@ class MilvusIndex:
             return [Hit(str(h["id"]), float(h["distance"]), _fields(h.get("entity", {}))) for h in hits]
         if not hits:
             return []
-        rows = await self.get(name, namespace, [str(h["id"]) for h in hits], with_vector=True)
+        try:
+            rows = await self.get(name, namespace, [str(h["id"]) for h in hits], with_vector=True)
+        except (InvalidArgument, Unavailable) as exc:
+            # IVF_PQ keeps no raw vectors, so Milvus reads them from the segment's binlogs; if that
+            # fails, the index's own ranking is still an answer (at PQ recall) rather than none
+            log.warning("refine skipped: fetching candidate vectors failed", extra={"index": name, "error": exc.message})
+            best = hits[:limit]
+            by_id = {r["id"]: r for r in await self.get(name, namespace, [str(h["id"]) for h in best], with_vector=False)}
+            return [Hit(str(h["id"]), float(h["distance"]), _fields(by_id.get(str(h["id"]), {}))) for h in best]
         return refine_rows(params.metric, np.asarray(vector, dtype=np.float32), rows, limit)
 
 

@@ -70,6 +70,18 @@ FAILED_TOTAL = Counter("lookalike_ingest_failed_total", "Images sent to the dead
 RETRIES = Counter("lookalike_ingest_retries_total", "Batches retried after a transient failure")
 REDELIVERED = Counter("lookalike_ingest_redelivered_total", "Messages received more than once")
 BATCH = Gauge("lookalike_ingest_last_batch_size", "Size of the last batch pulled")
+# consumer lag: what an autoscaler (or an alert) watches
+PENDING = Gauge("lookalike_ingest_pending_messages", "Ingest events still waiting in the durable consumer")
+LAG_SECONDS = Gauge("lookalike_ingest_lag_seconds", "Age of the newest event pulled when it was pulled")
+
+
+def _record_lag(messages: list[Any]) -> None:
+    try:
+        meta = messages[-1].metadata
+        PENDING.set(meta.num_pending)
+        LAG_SECONDS.set(max(0.0, time.time() - meta.timestamp))
+    except Exception:  # metrics must never break ingest
+        pass
 STAGE_SECONDS = Histogram(
     "lookalike_ingest_stage_seconds", "Time per batch in each stage of a worker", ["stage"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
@@ -208,6 +220,7 @@ class IngestWorker:
     async def handle(self, messages: list[Any]) -> None:
         """Indexes one pulled batch, keeping it alive with in-progress acks meanwhile."""
         BATCH.set(len(messages))
+        _record_lag(messages)
         redelivered = sum(1 for m in messages if _delivered(m) > 1)
         if redelivered:
             REDELIVERED.inc(redelivered)
