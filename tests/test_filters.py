@@ -887,3 +887,14 @@ def test_random_filters_on_real_milvus_agree_with_matches(milvus_rows: Any) -> N
         assert got == want, f"{expr}\n  milvus: {sorted(got)}\n  python: {sorted(want)}"
 
     check()
+
+
+def test_in_list_with_int64_minimum_is_all_doubles() -> None:
+    """Found by the Milvus property test: the int64 minimum is written as a double, so the whole IN
+    list must be doubles (Milvus asserts on mixed int/double lists)."""
+    from lookalike.v1 import types_pb2 as t
+
+    flt = t.Filter(condition=t.FieldCondition(
+        field="category", operator=t.FieldCondition.OPERATOR_IN,
+        values=[t.ScalarValue(int_value=0), t.ScalarValue(int_value=-(2**63))]))
+    assert compile_filter(flt) == 'metadata["category"] in [0.0, -9.223372036854776e+18]'

@@ -80,7 +80,11 @@ def _condition(cond: types_pb2.FieldCondition) -> str:
             raise InvalidArgument(f"filter on {cond.field!r}: more than {MAX_VALUES} values")
         # Milvus fails on an IN list that mixes types (even ints with doubles): one list per type,
         # ints written as doubles when doubles are present.
-        mixed_numbers = any(v.WhichOneof("kind") == "double_value" for v in cond.values)
+        # (the int64 minimum is always written as a double, so it counts as one)
+        mixed_numbers = any(
+            v.WhichOneof("kind") == "double_value" or (v.WhichOneof("kind") == "int_value" and v.int_value == -(2**63))
+            for v in cond.values
+        )
         lists: dict[str, list[str]] = {}
         for v in cond.values:
             item = literal(v, int_as_float=mixed_numbers)
