@@ -17,7 +17,7 @@ and prints images/s for each, with the pipeline overhead ratio (end to end ÷ ba
 service and server shares the machine's cores with the encoder, so on a small machine the ratio
 is the cost of the whole pipeline, not only of its own code.
 
-  python -m bench.ingest --images 400 --workers 1,2,4 --json out.json
+  python -m bench.ingest --images 800 --workers 1,2,4 --json out.json
 """
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ def end_to_end(stack: Any, images: list[bytes], workers: int, namespace: str) ->
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.ingest", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=400, help="images per run (default 400)")
+    parser.add_argument("--images", type=int, default=800, help="images per run (default 800)")
     parser.add_argument("--workers", default="1,2,4", help="worker processes to compare (default 1,2,4)")
     parser.add_argument("--batch", type=int, default=16, help="ingest batch size (LOOKALIKE_INGEST_BATCH_SIZE)")
     parser.add_argument("--json", type=Path, help="also write the results here")

@@ -46,7 +46,7 @@ from typing import Any, Callable
 import grpc
 import numpy as np
 
-from lookalike.vectorindex import SPEC_PROPERTY, milvus_collection_name, refine_rows
+from lookalike.vectorindex import REFINE_FIELD, milvus_collection_name, refine_rows
 
 log = logging.getLogger("bench.search")
 
@@ -308,7 +308,10 @@ class Collections:
         coll_id = f"{config.key}-{dataset.size}"
         collection = f"namespaces/{NAMESPACE}/collections/{coll_id}"
         name = milvus_collection_name(NAMESPACE, coll_id, EXTRACTOR)
-        fingerprint = json.dumps({"data": dataset.fingerprint, "build": config.build}, sort_keys=True)
+        built_from = {"data": dataset.fingerprint, "build": config.build}
+        if config.key == "ivf-pq":
+            built_from["schema"] = "sq8-refine-copy"  # collections from before the copy are rebuilt
+        fingerprint = json.dumps(built_from, sort_keys=True)
         if self.client.has_collection(name) and not fresh:
             if self.builds.get(name) == fingerprint:  # written only once a build completed
                 self.client.load_collection(name)
@@ -417,6 +420,7 @@ class Runner:
 
     def direct(self, name: str, q: np.ndarray, index: str, params: dict[str, int], refine: int, flt: str = "",
                consistency: str = "Session") -> list[str]:
+        """What the service does, in pymilvus calls (refine from the SQ8 copy, as the service does)."""
         scope = f'namespace == "{NAMESPACE}"'
         expression = f"({scope}) and ({flt})" if flt else scope
         metric_params = {"metric_type": "COSINE", "params": params}
@@ -426,7 +430,7 @@ class Runner:
                                       search_params=metric_params, consistency_level=consistency)[0]
             ids = ", ".join(json.dumps(h["id"]) for h in hits)
             rows = self.client.query(name, filter=f"({scope}) and (id in [{ids}])",
-                                     output_fields=["id", "namespace", "object", "filename", "metadata", "vector"],
+                                     output_fields=["id", "namespace", "object", "filename", "metadata", REFINE_FIELD],
                                      consistency_level=consistency)
             return [h.id for h in refine_rows("COSINE", q, rows, K)]
         hits = self.client.search(name, data=[vector], limit=K, filter=expression,

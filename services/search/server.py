@@ -168,7 +168,7 @@ class SearchServicer(grpc_pb.SearchServiceServicer):
                 "metadata": metadata,
                 "vector": self._vector(info, record.vector, f"record {record.id}"),
             }
-        count = await self.index.upsert(name, list(rows.values())) if rows else 0
+        count = await self.index.upsert(name, list(rows.values()), refine_copy=info.refine_copy) if rows else 0
         return pb.UpsertVectorsResponse(upserted_count=count)
 
     @rpc
@@ -227,7 +227,7 @@ class SearchServicer(grpc_pb.SearchServiceServicer):
         if info.params.metric == "COSINE" and not any(vector):
             raise InvalidArgument("the query vector is all zeros: it has no direction for cosine similarity")
         try:
-            hits = await self.index.search(name, vector, limit, coll.namespace, expression, params)
+            hits = await self.index.search(name, vector, limit, coll.namespace, expression, params, info.refine_copy)
         except NotFound:
             self._forget(name)
             raise
