@@ -57,7 +57,7 @@ test: setup-export setup-triton browser-deps deploy-tools ## the whole test suit
 test-unit: setup
 	$(BIN)/python -m pytest -ra -m "not integration and not e2e"
 
-bench: setup
+bench: setup setup-triton
 	$(BIN)/python -m bench
 
 lint: proto-lint

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import os
 import random
 import signal
@@ -161,7 +160,9 @@ class FaultStack:
         [victim] = list(self.workers)
         catalog.wait(job, until=lambda j: j.indexed >= after)
         self.kill_worker(victim)
-        return self.held_by_workers()
+        held = self.held_by_workers()
+        print(f"killed {victim} holding {held} un-acked messages")  # shown with -s / on failure
+        return held
 
     def worker_logs(self) -> str:
         """The logs of the current test's workers."""

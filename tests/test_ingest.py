@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -428,5 +426,60 @@ def test_several_workers_share_the_consumer(settings: Settings) -> None:
             assert h.clients.search.vectors["e2"] == set(ids)
             # batched: one encoder call and one upsert per extractor for up to batch_size images
             assert h.clients.encoder.calls <= 200 // settings.ingest_batch_size + 10
+
+    run(main())
+
+
+def test_publish_retried_across_a_lost_reply_is_counted_once(settings: Settings) -> None:
+    """The ingest service's publish: a reply lost in a NATS restart is retried with the same message
+    id; the duplicate it then gets is its own first attempt (counted as queued) only if the stored
+    event names its job, not when another upload had queued the same image."""
+    from nats.errors import TimeoutError as NatsTimeout
+
+    from services.ingest.server import IngestServicer
+
+    class LosesFirstReply:
+        def __init__(self, js: Any) -> None:
+            self.js = js
+            self.calls = 0
+
+        async def publish(self, *args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            ack = await self.js.publish(*args, **kwargs)
+            if self.calls == 1:
+                raise NatsTimeout  # stored, but the reply never came
+            return ack
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.js, name)
+
+    def event(job: str, cid: str) -> ingest_service_pb2.IngestEvent:
+        return ingest_service_pb2.IngestEvent(content_id=cid, object_key=f"{BUCKET}/objects/{cid}", job=job)
+
+    async def main() -> None:
+        async with Harness(settings) as h:
+            from lookalike import names
+
+            servicer = IngestServicer(settings)
+            collection = names.parse(COLLECTION, "collections")
+            servicer.js = LosesFirstReply(h.js)
+            assert await servicer._enqueue(collection, event("namespaces/ns/jobs/a", "1" * 64), "id-1") is True
+            servicer.js = h.js  # a plain duplicate: another upload queued it first
+            assert await servicer._enqueue(collection, event("namespaces/ns/jobs/b", "1" * 64), "id-1") is False
+            # retried (the first attempt never arrived), and the stored duplicate is another job's
+            await h.js.publish(ingest_subject("ns", "c"), event("namespaces/ns/jobs/a", "2" * 64).SerializeToString(),
+                               headers={MSG_ID: "id-2"})
+
+            class FailsFirstAttempt(LosesFirstReply):
+                async def publish(self, *args: Any, **kwargs: Any) -> Any:
+                    self.calls += 1
+                    if self.calls == 1:
+                        raise NatsTimeout
+                    return await self.js.publish(*args, **kwargs)
+
+            servicer.js = FailsFirstAttempt(h.js)
+            assert await servicer._enqueue(collection, event("namespaces/ns/jobs/b", "2" * 64), "id-2") is False
+            assert servicer.js.calls == 2
+            assert (await h.js.stream_info(settings.ingest_stream)).state.messages == 2
 
     run(main())

@@ -282,10 +282,12 @@ class IngestServicer(grpc_pb.IngestServiceServicer):
         async def sync_one(obj: SourceObject, state_key: str) -> None:
             async with semaphore:
                 outcome = await self._sync_object(source, obj, target, bucket, collection, job, request.auto_process, progress)
-            if outcome is None:
-                return  # transient failure: not remembered, the next sync tries again
-            content_id, remembered = outcome
             previous = state.get(state_key, {}).get("content_id", "")
+            if outcome is None:  # transient failure: not remembered, the next sync tries again
+                if previous:
+                    holds[state_key] = previous  # and what the key held so far stays
+                return
+            content_id, remembered = outcome
             if previous and previous != content_id:
                 replaced.add(previous)
             if content_id:

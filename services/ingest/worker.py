@@ -79,7 +79,7 @@ def _record_lag(messages: list[Any]) -> None:
     try:
         meta = messages[-1].metadata
         PENDING.set(meta.num_pending)
-        LAG_SECONDS.set(max(0.0, time.time() - meta.timestamp))
+        LAG_SECONDS.set(max(0.0, time.time() - meta.timestamp.timestamp()))  # a datetime (when it was stored)
     except Exception:  # metrics must never break ingest
         pass
 STAGE_SECONDS = Histogram(
