@@ -280,8 +280,8 @@ def test_sigterm_drains_and_exits_cleanly(mesh: Stack) -> None:
     deadline = time.monotonic() + 15
     while process.alive() and time.monotonic() < deadline:
         time.sleep(0.1)
+    assert process._popen is not None and process._popen.wait(timeout=15) == 0
     assert not process.alive()
-    assert process._popen is not None and process._popen.returncode == 0
     assert "rerank stopped" in process.log_path.read_text()
     mesh.start_service("rerank")
 
