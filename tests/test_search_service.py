@@ -611,3 +611,35 @@ def test_cli_creates_hnsw_and_ivf_pq_collections_with_parameters(mesh, milvus_ur
     result = runner.invoke(app, ["collections", "create", "bad", "--m", "1000", *common])
     assert result.exit_code == 2 and "hnsw.m must be between 4 and 64, got 1000" in result.output
     assert not client.has_collection(milvus_collection_name("cli-index", "bad", "effnet-lite0"))
+
+
+def test_get_vectors_answers_from_the_sq8_copy_when_the_float_field_is_unreadable() -> None:
+    from lookalike.vectorindex import CollectionInfo
+    from services.search.server import SearchServicer
+
+    ids = [cid("a"), cid("b")]
+    stored = {ids[0]: np.array([0.6, 0.8], dtype=np.float32), ids[1]: np.array([1.0, 0.0], dtype=np.float32)}
+
+    class FakeIndex:
+        async def info(self, name: str) -> CollectionInfo:
+            return CollectionInfo(name, 2, False, IndexParams("IVF_PQ", "COSINE", {}, {}), {"namespace": "ns"}, refine_copy=True)
+
+        async def get(self, name: str, namespace: str, wanted: list[str], with_vector: bool = True, with_refine_copy: bool = False) -> list:
+            assert namespace == "ns"
+            if with_vector:
+                raise InvalidArgument("rejected by Milvus: invalid local path")
+            assert with_refine_copy
+            return [{"id": i, "namespace": "ns", "object": "", "filename": f"{i[:4]}.jpg", "metadata": {}, "refine": sq8_encode(stored[i])} for i in wanted]
+
+    class Context:
+        def invocation_metadata(self) -> tuple:
+            return ()
+
+        def time_remaining(self) -> None:
+            return None
+
+    servicer = SearchServicer(FakeIndex())  # type: ignore[arg-type]
+    response = asyncio.run(servicer.GetVectors(pb.GetVectorsRequest(collection="namespaces/ns/collections/c", extractor="emb", ids=ids[::-1]), Context()))
+    assert [r.id for r in response.records] == ids[::-1]
+    for record in response.records:
+        np.testing.assert_allclose(list(record.vector.values), stored[record.id], atol=3e-3)

@@ -47,8 +47,8 @@ OUTPUT_FIELDS = ["object", "filename", "metadata"]
 # IVF_PQ collections also keep an 8-bit copy of each vector (SQ8, base64 in a VARCHAR) to re-score
 # candidates from: IVF_PQ holds no raw vectors, so fetching the float field makes Milvus read binlogs
 # from storage (~15 ms for 100 candidates of 1280-d here), and Milvus 2.3.5 with local storage loses
-# that binlog when it compacts such a segment. The copy is in memory: 1.3 KB per 1280-d vector
-# beside PQ's 160 B, still a quarter of a float HNSW index.
+# that binlog when it compacts such a segment. The copy is in memory: 1.7 KB of base64 per 1280-d
+# vector beside PQ's 160 B code, about a third of what HNSW holds (5 KB of floats plus its graph).
 REFINE_FIELD = "refine"
 
 

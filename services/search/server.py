@@ -24,7 +24,16 @@ from lookalike.server import ServiceSpec, rpc
 from lookalike.v1 import search_service_pb2 as pb
 from lookalike.v1 import search_service_pb2_grpc as grpc_pb
 from lookalike.v1 import types_pb2
-from lookalike.vectorindex import MAX_TEXT, CollectionInfo, Hit, IndexParams, MilvusIndex, milvus_collection_name
+from lookalike.vectorindex import (
+    MAX_TEXT,
+    REFINE_FIELD,
+    CollectionInfo,
+    Hit,
+    IndexParams,
+    MilvusIndex,
+    milvus_collection_name,
+    sq8_decode,
+)
 from services.search.indexing import index_params, with_search_overrides
 from services.search.settings import SearchSettings
 
@@ -185,8 +194,18 @@ class SearchServicer(grpc_pb.SearchServiceServicer):
     async def GetVectors(self, request: pb.GetVectorsRequest, context: Any) -> pb.GetVectorsResponse:
         coll, name = self._target(request.collection, request.extractor)
         ids = _content_ids(request.ids)
-        await self._collection(name, request.collection, request.extractor)
-        by_id = {row["id"]: row for row in await self.index.get(name, coll.namespace, ids)}
+        info = await self._collection(name, request.collection, request.extractor)
+        try:
+            rows = await self.index.get(name, coll.namespace, ids)
+        except InvalidArgument:
+            if not info.refine_copy:
+                raise
+            # the float field of a compacted IVF_PQ segment may be unreadable (Milvus 2.3.5, local
+            # storage): answer from the 8-bit copy instead
+            rows = await self.index.get(name, coll.namespace, ids, with_vector=False, with_refine_copy=True)
+            for row in rows:
+                row["vector"] = sq8_decode(row.pop(REFINE_FIELD)).tolist()
+        by_id = {row["id"]: row for row in rows}
         records = []
         for record_id in ids:  # in the order asked; missing ids are left out
             row = by_id.get(record_id)
