@@ -469,11 +469,27 @@ class Runner:
         found = sum(len(set(r) & {self.ids[i] for i in t if i >= 0}) for r, t in zip(results, truth))
         return found / sum(int((t >= 0).sum()) for t in truth)
 
+    @staticmethod
+    def timed_pair(first: Callable[[np.ndarray], list[str]], second: Callable[[np.ndarray], list[str]], queries: np.ndarray,
+                   warmup: int = 10) -> tuple[tuple[list[list[str]], list[float]], tuple[list[list[str]], list[float]]]:
+        """Both paths query by query, in turns: a burst of background work on a shared machine then
+        slows both alike instead of skewing their ratio."""
+        for q in queries[:warmup]:
+            first(q)
+            second(q)
+        out: tuple[tuple[list[list[str]], list[float]], ...] = (([], []), ([], []))
+        for i, q in enumerate(queries):
+            for fn, (results, times) in (zip((first, second), out) if i % 2 == 0 else zip((second, first), out[::-1])):
+                t = time.perf_counter()
+                results.append(fn(q))
+                times.append((time.perf_counter() - t) * 1000)
+        return out[0], out[1]
+
     def measure(self, size: int, index: str, label: str, name: str, collection: str, params: dict[str, int], refine: int,
                 overrides: Any, truth: np.ndarray, copy_truth: list[int] | None) -> Row:
         stub = self.stubs[refine]
-        direct_results, direct_times = self.timed(lambda q: self.direct(name, q, index, params, refine), self.queries)
-        service_results, service_times = self.timed(lambda q: self.service(stub, collection, q, overrides), self.queries)
+        (direct_results, direct_times), (service_results, service_times) = self.timed_pair(
+            lambda q: self.direct(name, q, index, params, refine), lambda q: self.service(stub, collection, q, overrides), self.queries)
         qps = len(self.queries) / (sum(service_times) / 1000)
         qps_concurrent = self.concurrent_qps(lambda q: self.service(stub, collection, q, overrides), self.queries)
         copy_top1 = None
@@ -486,6 +502,29 @@ class Runner:
                   qps_concurrent, copy_top1)
         log.info("%s", row)
         return row
+
+
+def wait_for_quiet(pid: int | None, busy_cores: float = 0.3, window_s: float = 5.0, timeout_s: float = 900.0) -> None:
+    """Until Milvus (our process) stops loading, compacting or indexing in the background, so that
+    the latencies measured next are the searches' own."""
+    if pid is None:
+        return
+    stat = Path(f"/proc/{pid}/stat")
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def cpu_seconds() -> float:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        before = cpu_seconds()
+        time.sleep(window_s)
+        used = (cpu_seconds() - before) / window_s
+        if used < busy_cores:
+            return
+        log.info("Milvus busy in the background (%.1f cores): waiting before measuring", used)
+    log.warning("Milvus still busy after %.0f s: measuring anyway", timeout_s)
 
 
 def machine() -> dict[str, Any]:
@@ -599,6 +638,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--milvus-uri", help="use this Milvus instead of starting one")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help=f"Milvus data, caches and logs (default {DEFAULT_DATA_DIR})")
     parser.add_argument("--fresh", action="store_true", help="rebuild every collection even if an earlier run left it")
+    parser.add_argument("--indexes", default="flat,hnsw,ivf-pq",
+                        help="index types to build and time (default flat,hnsw,ivf-pq; ground truth is exact numpy either way, "
+                             "so 1M can leave out flat: 5 GB and a brute-force scan)")
     parser.add_argument("--refine", default="4,10", help="IVF-PQ refine factors to compare with none (default 4,10; one service process each)")
     parser.add_argument("--hnsw-m", type=int, default=16)
     parser.add_argument("--hnsw-ef-construction", type=int, default=200)
@@ -609,6 +651,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=4, help="clients for the concurrent QPS column (default 4)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--build-only", action="store_true",
+                        help="build (or check) the collections and stop: a later run measures them on a quiet machine")
     parser.add_argument("--skip-extras", action="store_true", help="no filtered-search and consistency tables")
     return parser.parse_args(argv)
 
@@ -618,6 +662,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pymilvus").setLevel(logging.ERROR)
     sizes = [int(s) for s in args.sizes.split(",") if s]
+    indexes = {i.strip() for i in args.indexes.split(",") if i.strip()}
+    if not indexes or indexes - {"flat", "hnsw", "ivf-pq"}:
+        raise SystemExit(f"--indexes: choose from flat, hnsw, ivf-pq (got {args.indexes!r})")
     args.data_dir.mkdir(parents=True, exist_ok=True)
     if args.fresh and not args.milvus_uri:
         shutil.rmtree(args.data_dir / "milvus", ignore_errors=True)
@@ -666,9 +713,13 @@ def main(argv: list[str] | None = None) -> int:
                 IndexConfig("hnsw", {"M": args.hnsw_m, "efConstruction": args.hnsw_ef_construction}),
                 IndexConfig("ivf-pq", {"nlist": args.nlist or auto_nlist(size), "m": args.pq_m or max(1, args.dim // 8), "nbits": 8}),
             ]
+            configs = [c for c in configs if c.key in indexes]
             built = {c.key: collections.ensure(c, dataset, args.fresh) for c in configs}
             for key, b in built.items():
                 builds.append({"size": size, "index": key, **{k: v for k, v in b.items() if k not in ("collection", "name")}})
+            if args.build_only:
+                continue
+            wait_for_quiet(servers.milvus_pid)
             n_copy = len(copy_truth) if copy_truth else 0
 
             def run(key: str, label: str, params: dict[str, int], refine: int, overrides: Any) -> None:
@@ -677,18 +728,19 @@ def main(argv: list[str] | None = None) -> int:
                                      params, refine, overrides, truth, copy_truth if n_copy else None)
                 rows.append(row)
 
-            run("flat", "–", {}, 1, types_pb2.IndexSpec())
-            hnsw = configs[1].build
-            for ef in [int(e) for e in args.ef.split(",") if e]:
+            if "flat" in built:
+                run("flat", "–", {}, 1, types_pb2.IndexSpec())
+            hnsw = {"M": args.hnsw_m, "efConstruction": args.hnsw_ef_construction}
+            for ef in [int(e) for e in args.ef.split(",") if e and "hnsw" in built]:
                 run("hnsw", f"M={hnsw['M']} efC={hnsw['efConstruction']} ef={ef}", {"ef": max(ef, K)}, 1,
                     types_pb2.IndexSpec(hnsw=types_pb2.HnswParams(ef=ef)))
-            pq = configs[2].build
-            for nprobe in [int(p) for p in args.nprobe.split(",") if p]:
+            pq = next((c.build for c in configs if c.key == "ivf-pq"), {"nlist": 0})
+            for nprobe in [int(p) for p in args.nprobe.split(",") if p and "ivf-pq" in built]:
                 nprobe = min(nprobe, pq["nlist"])
                 for refine in refines:
                     label = f"nlist={pq['nlist']} m={pq['m']} nprobe={nprobe}" + (f" refine×{refine}" if refine > 1 else " no refine")
                     run("ivf-pq", label, {"nprobe": nprobe}, refine, types_pb2.IndexSpec(ivf_pq=types_pb2.IvfPqParams(nprobe=nprobe)))
-            if not args.skip_extras:
+            if not args.skip_extras and "hnsw" in built:
                 filtered += filtered_costs(runner, dataset, built["hnsw"]["name"], built["hnsw"]["collection"], stubs[1])
                 if size == sizes[0]:
                     consistency = consistency_costs(runner, collections, built["hnsw"]["name"], queries, collections.stub, args.dim, model)
