@@ -17,7 +17,7 @@ import grpc
 import numpy as np
 import pytest
 from google.protobuf import struct_pb2
-from pymilvus import MilvusClient
+from pymilvus import DataType, MilvusClient
 
 from lookalike.config import REPO_ROOT, Settings
 from lookalike.devservers import free_port
@@ -643,3 +643,118 @@ def test_get_vectors_answers_from_the_sq8_copy_when_the_float_field_is_unreadabl
     assert [r.id for r in response.records] == ids[::-1]
     for record in response.records:
         np.testing.assert_allclose(list(record.vector.values), stored[record.id], atol=3e-3)
+
+
+MF = types_pb2.MetadataField
+
+
+def shop_fields() -> list[types_pb2.MetadataField]:
+    return [MF(name="price", type=MF.TYPE_DOUBLE), MF(name="stock", type=MF.TYPE_INT64),
+            MF(name="brand", type=MF.TYPE_STRING), MF(name="sale", type=MF.TYPE_BOOL)]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("kind", ["hnsw", "ivf-pq"])
+def test_declared_metadata_fields_are_typed_filterable_columns(service: InProcessService, milvus_uri: str, kind: str) -> None:
+    stub, coll = service.stub, f"namespaces/typed/collections/shop-{kind}"
+    spec = (types_pb2.IndexSpec(type=types_pb2.INDEX_TYPE_IVF_PQ, ivf_pq=types_pb2.IvfPqParams(nlist=16, m=16))
+            if kind == "ivf-pq" else types_pb2.IndexSpec(type=types_pb2.INDEX_TYPE_HNSW))
+    ensure_typed = lambda fields: stub.EnsureIndex(  # noqa: E731
+        pb.EnsureIndexRequest(collection=coll, extractor=extractor(), index=spec, metadata_fields=fields), timeout=60).created
+    assert ensure_typed(shop_fields()) is True
+    assert ensure_typed(shop_fields()) is False  # idempotent
+    with pytest.raises(grpc.RpcError) as exc:
+        ensure_typed(shop_fields()[:2])
+    assert code_of(exc) == grpc.StatusCode.FAILED_PRECONDITION and "price:double, stock:int64, brand:string, sale:bool" in exc.value.details()  # type: ignore[union-attr]
+
+    n = 60
+    vectors = clustered(n, DIM, seed=7)
+    brands = ["acme", "zeta", "omni"]
+    # half the values come as strings, the way S3 object metadata and --meta key=value give them
+    meta = [{"price": f"{i * 1.5}" if i % 2 else i * 1.5, "stock": str(i) if i % 3 == 0 else i, "brand": brands[i % 3],
+             "sale": "true" if i % 4 == 0 else False, "note": "free-form" if i < 30 else "other"} for i in range(n)]
+    recs = records("typed", vectors, kind, meta)
+    stub.UpsertVectors(pb.UpsertVectorsRequest(collection=coll, extractor="emb", records=recs), timeout=30)
+
+    # Milvus holds typed columns (with their scalar indexes), and results carry the converted values
+    name = milvus_collection_name("typed", f"shop-{kind}", "emb")
+    client = MilvusClient(uri=milvus_uri)
+    described = {f["name"]: f["type"] for f in client.describe_collection(name)["fields"]}
+    assert {k: described[k] for k in ("m_price", "m_stock", "m_brand", "m_sale")} == {
+        "m_price": DataType.DOUBLE, "m_stock": DataType.INT64, "m_brand": DataType.VARCHAR, "m_sale": DataType.BOOL}
+    assert {client.describe_index(name, i)["field_name"] for i in client.list_indexes(name)} == {"vector", "m_price", "m_stock", "m_brand"}
+    row = client.query(name, filter=f'id == "{recs[9].id}"', output_fields=["m_price", "m_stock", "m_brand", "m_sale"], consistency_level="Strong")[0]
+    assert (row["m_price"], row["m_stock"], row["m_brand"], row["m_sale"]) == (13.5, 9, "acme", False)
+    got = stub.GetVectors(pb.GetVectorsRequest(collection=coll, extractor="emb", ids=[recs[8].id]), timeout=30).records[0]
+    assert dict(got.metadata) == {"price": 12.0, "stock": 8.0, "brand": "omni", "sale": True, "note": "free-form"}
+
+    # nested and/or/in/not over typed columns and the free-form JSON select exactly the right rows
+    def expected(i: int, m: dict) -> bool:
+        return (i * 1.5 < 30 and m["brand"] in ("acme", "omni")) or (i % 4 == 0 and not i >= 40)
+
+    for text, want in [
+        ("(price < 30 and brand in [acme, omni]) or (sale == true and not stock >= 40)", expected),
+        ('note == "free-form" and stock > 10 and brand != zeta', lambda i, m: i < 30 and i > 10 and m["brand"] != "zeta"),
+        ("stock in [3, 6, 9.0] or price >= 88", lambda i, m: i in (3, 6, 9) or i * 1.5 >= 88),
+    ]:
+        hits = search(stub, coll, vectors[0], limit=n, filter=parse_filter_text(text))
+        assert {h.id for h in hits} == {recs[i].id for i in range(n) if want(i, meta[i])}, text
+
+    # filters that do not fit a declared type are refused, naming the field and its type
+    for text, message in [("price == cheap", "'price': the field is declared double"),
+                          ("stock < 2.5", "'stock': the field is declared int64: compare it with a whole number"),
+                          ("sale < true", "cannot order booleans"), ("sale == 1", "'sale': the field is declared bool"),
+                          ("brand contains x", "contains needs a list"), ("brand == 5", "'brand': the field is declared string")]:
+        with pytest.raises(grpc.RpcError) as exc:
+            search(stub, coll, vectors[0], filter=parse_filter_text(text))
+        assert code_of(exc) == grpc.StatusCode.INVALID_ARGUMENT and message in exc.value.details(), (text, exc.value.details())  # type: ignore[union-attr]
+
+    # a record without a declared field, or with a value that is not of its type, is refused whole
+    for bad, message in [({"price": 1.0, "stock": 1, "brand": "acme"}, "'sale' (bool) is declared by the collection and required"),
+                         ({"price": "cheap", "stock": 1, "brand": "acme", "sale": True}, "'price' is declared double, got 'cheap'"),
+                         ({"price": 1.0, "stock": 1.5, "brand": "acme", "sale": True}, "'stock' is declared int64 (a whole number)")]:
+        new = records("typed", vectors[:1], f"{kind}-bad", [bad])
+        with pytest.raises(grpc.RpcError) as exc:
+            stub.UpsertVectors(pb.UpsertVectorsRequest(collection=coll, extractor="emb", records=new + records("typed", vectors[1:2], f"{kind}-ok", [meta[1]])), timeout=30)
+        assert code_of(exc) == grpc.StatusCode.INVALID_ARGUMENT and message in exc.value.details(), exc.value.details()  # type: ignore[union-attr]
+    assert stub.CountVectors(pb.CountVectorsRequest(collection=coll, extractor="emb"), timeout=30).count == n
+
+
+@pytest.mark.integration
+@pytest.mark.e2e
+def test_cli_indexes_a_folder_with_declared_fields_and_filters_on_them(mesh, photos: dict[str, bytes], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Through the whole mesh: --field on `lookalike index`, sidecar and --meta values (strings) converted,
+    typed filters narrowing results, a mistyped filter refused, an image lacking a field failed with its reason."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from lookalike.cli import app
+
+    runner = CliRunner()
+    names_ = ["astronaut", "chelsea", "coffee", "rocket", "camera", "coins"]
+    for i, name in enumerate(names_):
+        (tmp_path / f"{name}.jpg").write_bytes(photos[name])
+        if name != "coins":  # coins has no price: it must fail, named, and nothing else with it
+            (tmp_path / f"{name}.jpg.json").write_text(json.dumps({"price": str(10 * (i + 1)), "kind": "photo" if i % 2 else "scan"}))
+    common = ["--gateway", mesh.gateway_addr, "--namespace", "cli-typed"]
+    result = runner.invoke(app, ["index", str(tmp_path), "-c", "shop", "--index", "ivf-pq", "--field", "price:double",
+                                 "--field", "instock:bool", "--meta", "instock=true", *common])
+    flat = lambda text: " ".join(text.split())  # noqa: E731 - rich wraps long lines
+    assert "indexed 5, failed 1" in result.output and "coins.jpg" in result.output, result.output
+    assert "'price' (double) is declared by the collection and required" in flat(result.output), result.output
+    result = runner.invoke(app, ["collections", "list", *common])
+    assert "price:double" in result.output and "instock:bool" in result.output, result.output
+
+    def found(flt: str) -> set[str]:
+        result = runner.invoke(app, ["search", str(tmp_path / "chelsea.jpg"), "-c", "shop", "-k", "10", "--json", "--filter", flt, *common])
+        assert result.exit_code == 0, result.output
+        return {d["filename"] for d in json.loads(result.output).get("documents", [])}
+
+    assert found("price <= 30 and instock == true") == {"astronaut.jpg", "chelsea.jpg", "coffee.jpg"}
+    assert found("(price in [20, 50] or kind == scan) and not price > 40") == {"chelsea.jpg", "astronaut.jpg", "coffee.jpg"}
+    result = runner.invoke(app, ["search", str(tmp_path / "chelsea.jpg"), "-c", "shop", "--filter", "price == cheap", *common])
+    assert result.exit_code == 2 and "INVALID_ARGUMENT" in result.output and "'price': the field is declared double" in flat(result.output)
+    # an injection attempt in a field name never reaches Milvus
+    result = runner.invoke(app, ["search", str(tmp_path / "chelsea.jpg"), "-c", "shop", "--filter", 'price"] or 1 == 1', *common])
+    assert result.exit_code == 2 and "cannot parse filter near" in flat(result.output), result.output

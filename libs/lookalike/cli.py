@@ -17,6 +17,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from lookalike import metadata as metadata_fields
+from lookalike.errors import InvalidArgument
 from lookalike.filters import parse_filter_text
 from lookalike.v1 import (
     bucket_service_pb2,
@@ -132,15 +134,35 @@ def image_metadata(path: Path, root: Path, extra: dict[str, Any]) -> dict[str, A
     return meta
 
 
-def ensure_collection(gw: Gateway, namespace: str, collection: str, extractors: list[str], index: str) -> None:
+def ensure_collection(gw: Gateway, namespace: str, collection: str, extractors: list[str], index: str,
+                      fields: list[types_pb2.MetadataField] | None = None) -> None:
     gw.ensure(gw.namespaces.CreateNamespace, namespace_service_pb2.CreateNamespaceRequest(namespace_id=namespace))
     gw.ensure(
         gw.collections.CreateCollection,
         collection_service_pb2.CreateCollectionRequest(
             parent=f"namespaces/{namespace}", collection_id=collection, feature_extractors=extractors,
-            index=types_pb2.IndexSpec(type=INDEX_TYPES[index]),
+            index=types_pb2.IndexSpec(type=INDEX_TYPES[index]), metadata_fields=fields or [],
         ),
     )
+
+
+FieldOpt = Annotated[list[str], typer.Option(
+    "--field", help="a declared metadata field NAME:TYPE (string, int64, double, bool), required on every image and "
+                    "filtered on a typed column; repeatable")]
+
+
+def parse_filter_option(text: str) -> types_pb2.Filter:
+    try:
+        return parse_filter_text(text)
+    except InvalidArgument as exc:
+        raise typer.BadParameter(exc.message, param_hint="--filter") from None
+
+
+def parse_fields(declarations: list[str]) -> list[types_pb2.MetadataField]:
+    try:
+        return [metadata_fields.parse_declaration(d) for d in declarations]
+    except InvalidArgument as exc:
+        raise typer.BadParameter(exc.message, param_hint="--field") from None
 
 
 INDEX_TYPES = {"hnsw": types_pb2.INDEX_TYPE_HNSW, "ivf-pq": types_pb2.INDEX_TYPE_IVF_PQ, "flat": types_pb2.INDEX_TYPE_FLAT}
@@ -238,12 +260,14 @@ def index_cmd(
     meta: Annotated[list[str], typer.Option("--meta", help="key=value added to every image")] = [],
     extractor: Annotated[list[str], typer.Option("--extractor", "-e")] = [],
     index: Annotated[str, typer.Option(help="hnsw | ivf-pq | flat (new collections)")] = "hnsw",
+    field: FieldOpt = [],
     gateway: GatewayOpt = "127.0.0.1:50051",
 ) -> None:
     """Index a folder of images (created: namespace, collection, bucket with auto_process)."""
     gw = Gateway(gateway)
+    fields = parse_fields(field)
     try:
-        ensure_collection(gw, namespace, collection, extractor or ["effnet-lite0", "phash"], index)
+        ensure_collection(gw, namespace, collection, extractor or ["effnet-lite0", "phash"], index, fields)
         index_folder(gw, folder, namespace, collection, bucket, parse_key_values(meta))
     except grpc.RpcError as exc:
         _fail(exc)
@@ -298,7 +322,7 @@ def search_cmd(
     if text:
         request.query.text = text
     if filter_text:
-        request.filter.CopyFrom(parse_filter_text(filter_text))
+        request.filter.CopyFrom(parse_filter_option(filter_text))
     try:
         request.name = (
             f"namespaces/{namespace}/retrievers/{retriever}" if retriever else default_retriever(gw, namespace, collection, limit, rerank)
@@ -347,9 +371,11 @@ def collections_create(
     pq_m: Annotated[Optional[int], typer.Option("--pq-m", help="IVF-PQ sub-quantizers, must divide the dimension (default dimension/8)")] = None,
     nbits: Annotated[Optional[int], typer.Option("--nbits", help="IVF-PQ bits per sub-quantizer code (1-16, default 8)")] = None,
     nprobe: Annotated[Optional[int], typer.Option("--nprobe", help="IVF-PQ lists probed per query (default 16)")] = None,
+    field: FieldOpt = [],
     gateway: GatewayOpt = "127.0.0.1:50051",
 ) -> None:
-    """Create a collection: its extractors and its vector index (type and parameters)."""
+    """Create a collection: its extractors, its vector index (type and parameters) and declared metadata fields."""
+    fields = parse_fields(field)
     if index not in INDEX_TYPES:
         raise typer.BadParameter(f"index must be one of {', '.join(INDEX_TYPES)}")
     spec = types_pb2.IndexSpec(type=INDEX_TYPES[index])
@@ -365,12 +391,13 @@ def collections_create(
         response = Gateway(gateway).collections.CreateCollection(
             collection_service_pb2.CreateCollectionRequest(
                 parent=f"namespaces/{namespace}", collection_id=collection_id, feature_extractors=extractor,
-                index=spec,
+                index=spec, metadata_fields=fields,
             ),
             timeout=60,
         )
         extractors = ", ".join(f"{e.name} ({e.dimension}-d)" for e in response.collection.feature_extractors)
-        console.print(f"created {response.collection.name}: {extractors}")
+        declared = metadata_fields.describe(metadata_fields.declared(response.collection.metadata_fields))
+        console.print(f"created {response.collection.name}: {extractors}" + (f"; fields {declared}" if declared else ""))
     except grpc.RpcError as exc:
         _fail(exc)
 
@@ -379,10 +406,11 @@ def collections_create(
 def collections_list(namespace: NamespaceOpt = "default", gateway: GatewayOpt = "127.0.0.1:50051") -> None:
     gw = Gateway(gateway)
     try:
-        table = Table("collection", "extractors", "index", "images")
+        table = Table("collection", "extractors", "index", "fields", "images")
         for c in gw.collections.ListCollections(collection_service_pb2.ListCollectionsRequest(parent=f"namespaces/{namespace}"), timeout=30).collections:
             count = gw.collections.GetCollection(collection_service_pb2.GetCollectionRequest(name=c.name), timeout=30).collection.image_count
-            table.add_row(c.name, ", ".join(e.name for e in c.feature_extractors), types_pb2.IndexType.Name(c.index.type), str(count))
+            table.add_row(c.name, ", ".join(e.name for e in c.feature_extractors), types_pb2.IndexType.Name(c.index.type),
+                          metadata_fields.describe(metadata_fields.declared(c.metadata_fields)), str(count))
         console.print(table)
     except grpc.RpcError as exc:
         _fail(exc)
@@ -420,7 +448,7 @@ def retrievers_create(
     if fuse or len(stages) > 1:
         stages.append(retriever_service_pb2.Stage(fuse=retriever_service_pb2.FuseStage(k=fuse or 60, weights=weight)))
     if filter_text:
-        stages.append(retriever_service_pb2.Stage(filter=retriever_service_pb2.FilterStage(filter=parse_filter_text(filter_text))))
+        stages.append(retriever_service_pb2.Stage(filter=retriever_service_pb2.FilterStage(filter=parse_filter_option(filter_text))))
     if dedup:
         stages.append(retriever_service_pb2.Stage(dedup=retriever_service_pb2.DedupStage(max_hamming_distance=dedup, collapse=collapse)))
     if rerank:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 
 from lookalike.errors import InvalidArgument
 from lookalike.v1 import types_pb2
@@ -63,8 +64,57 @@ def field_ref(name: str, json_field: str = "metadata") -> str:
     return f'{json_field}["{name}"]'
 
 
-def _condition(cond: types_pb2.FieldCondition) -> str:
+def _typed_literal(name: str, kind: int, value: types_pb2.ScalarValue) -> str:
+    """A literal for a declared (typed) column: the value must be of the column's type."""
+    from lookalike.metadata import INT64_MIN, TYPE_NAMES, Type
+
+    got = value.WhichOneof("kind")
+    what = f"filter on {name!r}: the field is declared {TYPE_NAMES[kind]}"
+    if kind == Type.TYPE_STRING and got == "string_value":
+        return literal(value)
+    if kind == Type.TYPE_BOOL and got == "bool_value":
+        return literal(value)
+    if kind == Type.TYPE_DOUBLE and got in ("int_value", "double_value"):
+        if got == "double_value" and not math.isfinite(value.double_value):
+            raise InvalidArgument(f"{what}: compare it with a finite number")
+        return literal(value, int_as_float=True)
+    if kind == Type.TYPE_INT64:
+        number = value.int_value if got == "int_value" else value.double_value if got == "double_value" else None
+        if number is not None and math.isfinite(number) and float(number).is_integer() and INT64_MIN < number < 2**63:
+            return str(int(number))
+        if number is not None:
+            raise InvalidArgument(f"{what}: compare it with a whole number between {INT64_MIN + 1} and {2**63 - 1}, not {number!r}")
+    hint = " (quote it to compare as text)" if kind == Type.TYPE_STRING and got else ""
+    raise InvalidArgument(f"{what}, not a {got.replace('_value', '') if got else 'missing'} value{hint}")
+
+
+def _typed_condition(cond: types_pb2.FieldCondition, kind: int) -> str:
+    from lookalike.metadata import TYPE_NAMES, Type, column
+
+    ref = column(cond.field)
+    op = cond.operator
+    if op in _COMPARISONS:
+        if not cond.HasField("value"):
+            raise InvalidArgument(f"filter on {cond.field!r}: operator needs a value")
+        if op in _ORDERED and kind == Type.TYPE_BOOL:
+            raise InvalidArgument(f"filter on {cond.field!r}: cannot order booleans")
+        return f"{ref} {_COMPARISONS[op]} {_typed_literal(cond.field, kind, cond.value)}"
+    if op in (Op.OPERATOR_IN, Op.OPERATOR_NOT_IN):
+        if not cond.values:
+            raise InvalidArgument(f"filter on {cond.field!r}: IN needs at least one value")
+        if len(cond.values) > MAX_VALUES:
+            raise InvalidArgument(f"filter on {cond.field!r}: more than {MAX_VALUES} values")
+        items = ", ".join(_typed_literal(cond.field, kind, v) for v in cond.values)
+        return f"{ref} {'in' if op == Op.OPERATOR_IN else 'not in'} [{items}]"
+    if op == Op.OPERATOR_CONTAINS:
+        raise InvalidArgument(f"filter on {cond.field!r}: contains needs a list, and the field is declared {TYPE_NAMES[kind]}")
+    raise InvalidArgument(f"filter on {cond.field!r}: operator is missing or unknown")
+
+
+def _condition(cond: types_pb2.FieldCondition, typed: Mapping[str, int] | None = None) -> str:
     ref = field_ref(cond.field)
+    if typed and cond.field in typed:
+        return _typed_condition(cond, typed[cond.field])
     op = cond.operator
     if op in _COMPARISONS:
         if not cond.HasField("value"):
@@ -102,8 +152,9 @@ def _condition(cond: types_pb2.FieldCondition) -> str:
     raise InvalidArgument(f"filter on {cond.field!r}: operator is missing or unknown")
 
 
-def compile_filter(flt: types_pb2.Filter | None, depth: int = 0) -> str:
-    """Milvus expression for flt; "" when flt is empty (matches everything)."""
+def compile_filter(flt: types_pb2.Filter | None, typed: Mapping[str, int] | None = None, depth: int = 0) -> str:
+    """Milvus expression for flt; "" when flt is empty (matches everything). Fields in `typed`
+    (declared metadata fields: name → MetadataField.Type) use their typed column."""
     if flt is None:
         return ""
     if depth > MAX_DEPTH:
@@ -112,14 +163,14 @@ def compile_filter(flt: types_pb2.Filter | None, depth: int = 0) -> str:
     if kind is None:
         return ""
     if kind == "condition":
-        return _condition(flt.condition)
+        return _condition(flt.condition, typed)
     if kind == "negation":
-        inner = compile_filter(flt.negation, depth + 1)
+        inner = compile_filter(flt.negation, typed, depth + 1)
         if not inner:
             raise InvalidArgument("NOT of an empty filter")
         return f"not ({inner})"
     group = flt.all_of if kind == "all_of" else flt.any_of
-    parts = [compile_filter(f, depth + 1) for f in group.filters]
+    parts = [compile_filter(f, typed, depth + 1) for f in group.filters]
     if kind == "any_of" and parts and not all(parts):
         return ""  # an empty filter matches everything, and so does any OR containing one
     parts = [p for p in parts if p]

@@ -33,6 +33,9 @@ from pymilvus.exceptions import MilvusException
 
 from lookalike.config import Settings
 from lookalike.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from lookalike.metadata import COLUMN_PREFIX, column
+from lookalike.metadata import MAX_STRING as MAX_METADATA_STRING
+from lookalike.metadata import Type as MetadataType
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,15 @@ OUTPUT_FIELDS = ["object", "filename", "metadata"]
 # that binlog when it compacts such a segment. The copy is in memory: 1.7 KB of base64 per 1280-d
 # vector beside PQ's 160 B code, about a third of what HNSW holds (5 KB of floats plus its graph).
 REFINE_FIELD = "refine"
+# declared metadata fields (lookalike.metadata) as typed columns, with a scalar index each
+_COLUMN_TYPES = {
+    MetadataType.TYPE_STRING: DataType.VARCHAR,
+    MetadataType.TYPE_INT64: DataType.INT64,
+    MetadataType.TYPE_DOUBLE: DataType.DOUBLE,
+    MetadataType.TYPE_BOOL: DataType.BOOL,
+}
+_METADATA_TYPES = {data_type: kind for kind, data_type in _COLUMN_TYPES.items()}
+_SCALAR_INDEX = {DataType.VARCHAR: "Trie", DataType.INT64: "STL_SORT", DataType.DOUBLE: "STL_SORT"}
 
 
 @dataclass(frozen=True)
@@ -74,6 +86,8 @@ class CollectionInfo:
     spec: dict[str, Any] = field(default_factory=dict)
     # whether rows carry an SQ8 copy of their vector (REFINE_FIELD) for re-scoring
     refine_copy: bool = False
+    # declared metadata fields, name → lookalike.v1.MetadataField.Type (read from the typed columns)
+    fields: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -193,7 +207,7 @@ class MilvusIndex:
         return [n for n in await self._call(self.client.list_collections) if n.startswith(prefix)]
 
     async def describe_index(self, name: str) -> dict[str, Any]:
-        indexes = await self._call(self.client.list_indexes, name)
+        indexes = await self._call(self.client.list_indexes, name, field_name="vector")
         if not indexes:
             return {}
         return await self._call(self.client.describe_index, name, indexes[0])
@@ -220,10 +234,14 @@ class MilvusIndex:
         metric = index.get("metric_type", "HAMMING" if binary else "COSINE")
         build = {k: int(v) for k, v in index.items() if k in ("M", "efConstruction", "nlist", "m", "nbits")}
         search = {k: int(v) for k, v in (spec.get("search") or {}).items()}
-        return CollectionInfo(name, dimension, binary, IndexParams(kind, metric, build, search), spec, refine_copy)
+        # the schema itself, not a property, says which fields are declared: Milvus keeps it for sure
+        fields = {f["name"][len(COLUMN_PREFIX):]: _METADATA_TYPES[f["type"]]
+                  for f in described["fields"] if f["name"].startswith(COLUMN_PREFIX) and f["type"] in _METADATA_TYPES}
+        return CollectionInfo(name, dimension, binary, IndexParams(kind, metric, build, search), spec, refine_copy, fields)
 
     async def create(
-        self, name: str, dimension: int, binary: bool, params: IndexParams, spec: dict[str, Any] | None = None
+        self, name: str, dimension: int, binary: bool, params: IndexParams, spec: dict[str, Any] | None = None,
+        fields: dict[str, int] | None = None,
     ) -> bool:
         """Creates the collection with its index and loads it; False if it already existed."""
         if await self.exists(name):
@@ -241,6 +259,12 @@ class MilvusIndex:
             schema.add_field(REFINE_FIELD, DataType.VARCHAR, max_length=sq8_length(dimension))
         index_params = MilvusClient.prepare_index_params()
         index_params.add_index("vector", index_type=params.index_type, metric_type=params.metric, params=params.build)
+        for field_name, kind in (fields or {}).items():
+            data_type = _COLUMN_TYPES[kind]
+            extra = {"max_length": MAX_METADATA_STRING} if data_type == DataType.VARCHAR else {}
+            schema.add_field(column(field_name), data_type, **extra)
+            if data_type != DataType.BOOL:  # Milvus 2.3 indexes VARCHAR (trie) and numbers (sorted), not BOOL
+                index_params.add_index(column(field_name), index_type=_SCALAR_INDEX[data_type])
         stored = {**(spec or {}), "search": params.search}
         try:
             await self._call(

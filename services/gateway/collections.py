@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from lookalike import names
+from lookalike import metadata, names
 from lookalike.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from lookalike.server import rpc
 from lookalike.v1 import bucket_service_pb2, encoder_service_pb2, namespace_service_pb2, search_service_pb2, types_pb2
@@ -42,9 +42,12 @@ class CollectionServicer(GatewayServicer, grpc_pb.CollectionServiceServicer):
         index = request.index if request.HasField("index") else types_pb2.IndexSpec()
         if not index.type:
             index.type = types_pb2.INDEX_TYPE_HNSW
+        metadata.declared(request.metadata_fields)  # checked before any index exists
         for extractor in wanted:
             await self.ctx.clients.search.EnsureIndex(
-                search_service_pb2.EnsureIndexRequest(collection=name, extractor=available[extractor], index=index)
+                search_service_pb2.EnsureIndexRequest(
+                    collection=name, extractor=available[extractor], index=index, metadata_fields=request.metadata_fields
+                )
             )
         collection = pb.Collection(
             name=name,
@@ -52,6 +55,7 @@ class CollectionServicer(GatewayServicer, grpc_pb.CollectionServiceServicer):
             feature_extractors=[available[e] for e in wanted],
             index=index,
             create_time=now(),
+            metadata_fields=request.metadata_fields,
         )
         await self.ctx.resources.create(collection)
         return pb.CreateCollectionResponse(collection=collection)

@@ -8,7 +8,7 @@ from typing import Any
 
 from google.protobuf import json_format, struct_pb2
 
-from lookalike import names
+from lookalike import metadata, names
 from lookalike.errors import FailedPrecondition, InvalidArgument
 from lookalike.filters import compile_filter, matches
 from lookalike.v1 import collection_service_pb2, encoder_service_pb2, rerank_service_pb2, search_service_pb2, types_pb2
@@ -81,8 +81,8 @@ async def validate_stages(ctx: GatewayContext, namespace: str, stages: list[pb.S
             available = [e.name for e in collection.feature_extractors]
             if fs.feature_extractor and fs.feature_extractor not in available:
                 raise InvalidArgument(f"{label}: {fs.collection} has no extractor {fs.feature_extractor!r} (it has {', '.join(available)})")
-            if fs.HasField("filter"):
-                compile_filter(fs.filter)
+            if fs.HasField("filter"):  # type-checked against the collection's declared fields
+                compile_filter(fs.filter, metadata.declared(collection.metadata_fields))
             extractor = next(e for e in collection.feature_extractors if e.name == (fs.feature_extractor or available[0]))
             if fs.input == pb.QUERY_INPUT_TEXT and not extractor.supports_text:
                 raise InvalidArgument(f"{label}: extractor {extractor.name!r} cannot embed text; use an extractor with a text path (e.g. concepts)")
@@ -91,7 +91,8 @@ async def validate_stages(ctx: GatewayContext, namespace: str, stages: list[pb.S
         if searches == 0:
             raise InvalidArgument(f"{label} must come after a feature_search stage")
         if kind == "filter":
-            compile_filter(stage.filter.filter)
+            for collection in collections.values():
+                compile_filter(stage.filter.filter, metadata.declared(collection.metadata_fields))
         elif kind == "fuse" and searches < 2:
             raise InvalidArgument(f"{label}: fuse needs at least two feature_search stages before it")
         elif kind == "fuse" and stage.fuse.weights and (

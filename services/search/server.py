@@ -16,7 +16,7 @@ from typing import Any
 
 from google.protobuf import json_format, struct_pb2
 
-from lookalike import names
+from lookalike import metadata, names
 from lookalike.config import Settings
 from lookalike.errors import FailedPrecondition, InvalidArgument, NotFound
 from lookalike.filters import compile_filter
@@ -106,10 +106,16 @@ class SearchServicer(grpc_pb.SearchServiceServicer):
         if binary and extractor.dimension % 8:
             raise InvalidArgument(f"a binary extractor's dimension must be a multiple of 8, got {extractor.dimension}")
         params = index_params(extractor, request.index)
+        fields = metadata.declared(request.metadata_fields)
         spec = {"namespace": coll.namespace, "collection": coll.id, "extractor": extractor.name}
-        created = await self.index.create(name, extractor.dimension, binary, params, spec)
+        created = await self.index.create(name, extractor.dimension, binary, params, spec, fields)
         if not created:
             existing = await self.index.info(name)
+            if existing.fields != fields:
+                raise FailedPrecondition(
+                    f"{request.collection} already declares metadata fields [{metadata.describe(existing.fields)}] "
+                    f"for {extractor.name!r}, not [{metadata.describe(fields)}]"
+                )
             want = (extractor.dimension, binary, params.index_type, params.metric, params.build)
             have = (existing.dimension, existing.binary, existing.params.index_type, existing.params.metric, existing.params.build)
             if want != have:
@@ -165,17 +171,19 @@ class SearchServicer(grpc_pb.SearchServiceServicer):
                 bucket, _ = names.parse_object(record.object)
                 if bucket.namespace != coll.namespace:
                     raise InvalidArgument(f"record {record.id}: object {record.object} is not in namespace {coll.namespace}")
-            metadata = json_format.MessageToDict(record.metadata)
-            if len(json.dumps(metadata)) > MAX_METADATA_BYTES:
+            values = json_format.MessageToDict(record.metadata)
+            if len(json.dumps(values)) > MAX_METADATA_BYTES:
                 raise InvalidArgument(f"record {record.id}: metadata larger than {MAX_METADATA_BYTES} bytes")
+            columns = metadata.typed_columns(info.fields, values, f"record {record.id} ({record.filename[:80] or 'no filename'})")
             # the last record of an id in a batch wins, as it would in two calls
             rows[record.id] = {
                 "id": record.id,
                 "namespace": coll.namespace,
                 "object": record.object,
                 "filename": record.filename[:MAX_TEXT],
-                "metadata": metadata,
+                "metadata": values,
                 "vector": self._vector(info, record.vector, f"record {record.id}"),
+                **columns,
             }
         count = await self.index.upsert(name, list(rows.values()), refine_copy=info.refine_copy) if rows else 0
         return pb.UpsertVectorsResponse(upserted_count=count)
@@ -239,8 +247,8 @@ class SearchServicer(grpc_pb.SearchServiceServicer):
         limit = request.limit or 10
         if not 1 <= limit <= MAX_LIMIT:
             raise InvalidArgument(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
-        expression = compile_filter(request.filter) if request.HasField("filter") else ""
         info = await self._collection(name, request.collection, request.extractor)
+        expression = compile_filter(request.filter, info.fields) if request.HasField("filter") else ""
         params = with_search_overrides(info.params, request.search_params, limit, self.settings.ivf_pq_refine)
         vector = self._vector(info, request.vector, "the query")
         if info.params.metric == "COSINE" and not any(vector):

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from lookalike.v1 import types_pb2 as lookalike_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%lookalike/v1/collection_service.proto\x12\x0clookalike.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18lookalike/v1/types.proto\"\xd7\x01\n\nCollection\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x37\n\x12\x66\x65\x61ture_extractors\x18\x03 \x03(\x0b\x32\x1b.lookalike.v1.ExtractorInfo\x12&\n\x05index\x18\x04 \x01(\x0b\x32\x17.lookalike.v1.IndexSpec\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bimage_count\x18\x06 \x01(\x03\"\x9a\x01\n\x17\x43reateCollectionRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x15\n\rcollection_id\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x1a\n\x12\x66\x65\x61ture_extractors\x18\x04 \x03(\t\x12&\n\x05index\x18\x05 \x01(\x0b\x32\x17.lookalike.v1.IndexSpec\"H\n\x18\x43reateCollectionResponse\x12,\n\ncollection\x18\x01 \x01(\x0b\x32\x18.lookalike.v1.Collection\"$\n\x14GetCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"E\n\x15GetCollectionResponse\x12,\n\ncollection\x18\x01 \x01(\x0b\x32\x18.lookalike.v1.Collection\"(\n\x16ListCollectionsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\"H\n\x17ListCollectionsResponse\x12-\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32\x18.lookalike.v1.Collection\"\'\n\x17\x44\x65leteCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x1a\n\x18\x44\x65leteCollectionResponse\"\x1e\n\x1cListFeatureExtractorsRequest\"X\n\x1dListFeatureExtractorsResponse\x12\x37\n\x12\x66\x65\x61ture_extractors\x18\x01 \x03(\x0b\x32\x1b.lookalike.v1.ExtractorInfo\"G\n\x19GetDuplicateReportRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1c\n\x14max_hamming_distance\x18\x02 \x01(\r\"_\n\x1aGetDuplicateReportResponse\x12,\n\x06groups\x18\x01 \x03(\x0b\x32\x1c.lookalike.v1.DuplicateGroup\x12\x13\n\x0bimage_count\x18\x02 \x01(\x03\"J\n\x0e\x44uplicateGroup\x12\x0f\n\x07objects\x18\x01 \x03(\t\x12\x11\n\tfilenames\x18\x02 \x03(\t\x12\x14\n\x0cmax_distance\x18\x03 \x01(\r2\xee\x04\n\x11\x43ollectionService\x12\x61\n\x10\x43reateCollection\x12%.lookalike.v1.CreateCollectionRequest\x1a&.lookalike.v1.CreateCollectionResponse\x12X\n\rGetCollection\x12\".lookalike.v1.GetCollectionRequest\x1a#.lookalike.v1.GetCollectionResponse\x12^\n\x0fListCollections\x12$.lookalike.v1.ListCollectionsRequest\x1a%.lookalike.v1.ListCollectionsResponse\x12\x61\n\x10\x44\x65leteCollection\x12%.lookalike.v1.DeleteCollectionRequest\x1a&.lookalike.v1.DeleteCollectionResponse\x12g\n\x12GetDuplicateReport\x12\'.lookalike.v1.GetDuplicateReportRequest\x1a(.lookalike.v1.GetDuplicateReportResponse\x12p\n\x15ListFeatureExtractors\x12*.lookalike.v1.ListFeatureExtractorsRequest\x1a+.lookalike.v1.ListFeatureExtractorsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%lookalike/v1/collection_service.proto\x12\x0clookalike.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18lookalike/v1/types.proto\"\x8d\x02\n\nCollection\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x37\n\x12\x66\x65\x61ture_extractors\x18\x03 \x03(\x0b\x32\x1b.lookalike.v1.ExtractorInfo\x12&\n\x05index\x18\x04 \x01(\x0b\x32\x17.lookalike.v1.IndexSpec\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bimage_count\x18\x06 \x01(\x03\x12\x34\n\x0fmetadata_fields\x18\x07 \x03(\x0b\x32\x1b.lookalike.v1.MetadataField\"\xd0\x01\n\x17\x43reateCollectionRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x15\n\rcollection_id\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x1a\n\x12\x66\x65\x61ture_extractors\x18\x04 \x03(\t\x12&\n\x05index\x18\x05 \x01(\x0b\x32\x17.lookalike.v1.IndexSpec\x12\x34\n\x0fmetadata_fields\x18\x06 \x03(\x0b\x32\x1b.lookalike.v1.MetadataField\"H\n\x18\x43reateCollectionResponse\x12,\n\ncollection\x18\x01 \x01(\x0b\x32\x18.lookalike.v1.Collection\"$\n\x14GetCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"E\n\x15GetCollectionResponse\x12,\n\ncollection\x18\x01 \x01(\x0b\x32\x18.lookalike.v1.Collection\"(\n\x16ListCollectionsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\"H\n\x17ListCollectionsResponse\x12-\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32\x18.lookalike.v1.Collection\"\'\n\x17\x44\x65leteCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x1a\n\x18\x44\x65leteCollectionResponse\"\x1e\n\x1cListFeatureExtractorsRequest\"X\n\x1dListFeatureExtractorsResponse\x12\x37\n\x12\x66\x65\x61ture_extractors\x18\x01 \x03(\x0b\x32\x1b.lookalike.v1.ExtractorInfo\"G\n\x19GetDuplicateReportRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1c\n\x14max_hamming_distance\x18\x02 \x01(\r\"_\n\x1aGetDuplicateReportResponse\x12,\n\x06groups\x18\x01 \x03(\x0b\x32\x1c.lookalike.v1.DuplicateGroup\x12\x13\n\x0bimage_count\x18\x02 \x01(\x03\"J\n\x0e\x44uplicateGroup\x12\x0f\n\x07objects\x18\x01 \x03(\t\x12\x11\n\tfilenames\x18\x02 \x03(\t\x12\x14\n\x0cmax_distance\x18\x03 \x01(\r2\xee\x04\n\x11\x43ollectionService\x12\x61\n\x10\x43reateCollection\x12%.lookalike.v1.CreateCollectionRequest\x1a&.lookalike.v1.CreateCollectionResponse\x12X\n\rGetCollection\x12\".lookalike.v1.GetCollectionRequest\x1a#.lookalike.v1.GetCollectionResponse\x12^\n\x0fListCollections\x12$.lookalike.v1.ListCollectionsRequest\x1a%.lookalike.v1.ListCollectionsResponse\x12\x61\n\x10\x44\x65leteCollection\x12%.lookalike.v1.DeleteCollectionRequest\x1a&.lookalike.v1.DeleteCollectionResponse\x12g\n\x12GetDuplicateReport\x12\'.lookalike.v1.GetDuplicateReportRequest\x1a(.lookalike.v1.GetDuplicateReportResponse\x12p\n\x15ListFeatureExtractors\x12*.lookalike.v1.ListFeatureExtractorsRequest\x1a+.lookalike.v1.ListFeatureExtractorsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,33 +34,33 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lookalike.v1.collection_ser
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_COLLECTION']._serialized_start=115
-  _globals['_COLLECTION']._serialized_end=330
-  _globals['_CREATECOLLECTIONREQUEST']._serialized_start=333
-  _globals['_CREATECOLLECTIONREQUEST']._serialized_end=487
-  _globals['_CREATECOLLECTIONRESPONSE']._serialized_start=489
-  _globals['_CREATECOLLECTIONRESPONSE']._serialized_end=561
-  _globals['_GETCOLLECTIONREQUEST']._serialized_start=563
-  _globals['_GETCOLLECTIONREQUEST']._serialized_end=599
-  _globals['_GETCOLLECTIONRESPONSE']._serialized_start=601
-  _globals['_GETCOLLECTIONRESPONSE']._serialized_end=670
-  _globals['_LISTCOLLECTIONSREQUEST']._serialized_start=672
-  _globals['_LISTCOLLECTIONSREQUEST']._serialized_end=712
-  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_start=714
-  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_end=786
-  _globals['_DELETECOLLECTIONREQUEST']._serialized_start=788
-  _globals['_DELETECOLLECTIONREQUEST']._serialized_end=827
-  _globals['_DELETECOLLECTIONRESPONSE']._serialized_start=829
-  _globals['_DELETECOLLECTIONRESPONSE']._serialized_end=855
-  _globals['_LISTFEATUREEXTRACTORSREQUEST']._serialized_start=857
-  _globals['_LISTFEATUREEXTRACTORSREQUEST']._serialized_end=887
-  _globals['_LISTFEATUREEXTRACTORSRESPONSE']._serialized_start=889
-  _globals['_LISTFEATUREEXTRACTORSRESPONSE']._serialized_end=977
-  _globals['_GETDUPLICATEREPORTREQUEST']._serialized_start=979
-  _globals['_GETDUPLICATEREPORTREQUEST']._serialized_end=1050
-  _globals['_GETDUPLICATEREPORTRESPONSE']._serialized_start=1052
-  _globals['_GETDUPLICATEREPORTRESPONSE']._serialized_end=1147
-  _globals['_DUPLICATEGROUP']._serialized_start=1149
-  _globals['_DUPLICATEGROUP']._serialized_end=1223
-  _globals['_COLLECTIONSERVICE']._serialized_start=1226
-  _globals['_COLLECTIONSERVICE']._serialized_end=1848
+  _globals['_COLLECTION']._serialized_end=384
+  _globals['_CREATECOLLECTIONREQUEST']._serialized_start=387
+  _globals['_CREATECOLLECTIONREQUEST']._serialized_end=595
+  _globals['_CREATECOLLECTIONRESPONSE']._serialized_start=597
+  _globals['_CREATECOLLECTIONRESPONSE']._serialized_end=669
+  _globals['_GETCOLLECTIONREQUEST']._serialized_start=671
+  _globals['_GETCOLLECTIONREQUEST']._serialized_end=707
+  _globals['_GETCOLLECTIONRESPONSE']._serialized_start=709
+  _globals['_GETCOLLECTIONRESPONSE']._serialized_end=778
+  _globals['_LISTCOLLECTIONSREQUEST']._serialized_start=780
+  _globals['_LISTCOLLECTIONSREQUEST']._serialized_end=820
+  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_start=822
+  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_end=894
+  _globals['_DELETECOLLECTIONREQUEST']._serialized_start=896
+  _globals['_DELETECOLLECTIONREQUEST']._serialized_end=935
+  _globals['_DELETECOLLECTIONRESPONSE']._serialized_start=937
+  _globals['_DELETECOLLECTIONRESPONSE']._serialized_end=963
+  _globals['_LISTFEATUREEXTRACTORSREQUEST']._serialized_start=965
+  _globals['_LISTFEATUREEXTRACTORSREQUEST']._serialized_end=995
+  _globals['_LISTFEATUREEXTRACTORSRESPONSE']._serialized_start=997
+  _globals['_LISTFEATUREEXTRACTORSRESPONSE']._serialized_end=1085
+  _globals['_GETDUPLICATEREPORTREQUEST']._serialized_start=1087
+  _globals['_GETDUPLICATEREPORTREQUEST']._serialized_end=1158
+  _globals['_GETDUPLICATEREPORTRESPONSE']._serialized_start=1160
+  _globals['_GETDUPLICATEREPORTRESPONSE']._serialized_end=1255
+  _globals['_DUPLICATEGROUP']._serialized_start=1257
+  _globals['_DUPLICATEGROUP']._serialized_end=1331
+  _globals['_COLLECTIONSERVICE']._serialized_start=1334
+  _globals['_COLLECTIONSERVICE']._serialized_end=1956
 # @@protoc_insertion_point(module_scope)

@@ -8,34 +8,38 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Collection(_message.Message):
-    __slots__ = ("name", "display_name", "feature_extractors", "index", "create_time", "image_count")
+    __slots__ = ("name", "display_name", "feature_extractors", "index", "create_time", "image_count", "metadata_fields")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     FEATURE_EXTRACTORS_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     IMAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     display_name: str
     feature_extractors: _containers.RepeatedCompositeFieldContainer[_types_pb2.ExtractorInfo]
     index: _types_pb2.IndexSpec
     create_time: _timestamp_pb2.Timestamp
     image_count: int
-    def __init__(self, name: _Optional[str] = ..., display_name: _Optional[str] = ..., feature_extractors: _Optional[_Iterable[_Union[_types_pb2.ExtractorInfo, _Mapping]]] = ..., index: _Optional[_Union[_types_pb2.IndexSpec, _Mapping]] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., image_count: _Optional[int] = ...) -> None: ...
+    metadata_fields: _containers.RepeatedCompositeFieldContainer[_types_pb2.MetadataField]
+    def __init__(self, name: _Optional[str] = ..., display_name: _Optional[str] = ..., feature_extractors: _Optional[_Iterable[_Union[_types_pb2.ExtractorInfo, _Mapping]]] = ..., index: _Optional[_Union[_types_pb2.IndexSpec, _Mapping]] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., image_count: _Optional[int] = ..., metadata_fields: _Optional[_Iterable[_Union[_types_pb2.MetadataField, _Mapping]]] = ...) -> None: ...
 
 class CreateCollectionRequest(_message.Message):
-    __slots__ = ("parent", "collection_id", "display_name", "feature_extractors", "index")
+    __slots__ = ("parent", "collection_id", "display_name", "feature_extractors", "index", "metadata_fields")
     PARENT_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_ID_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     FEATURE_EXTRACTORS_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELDS_FIELD_NUMBER: _ClassVar[int]
     parent: str
     collection_id: str
     display_name: str
     feature_extractors: _containers.RepeatedScalarFieldContainer[str]
     index: _types_pb2.IndexSpec
-    def __init__(self, parent: _Optional[str] = ..., collection_id: _Optional[str] = ..., display_name: _Optional[str] = ..., feature_extractors: _Optional[_Iterable[str]] = ..., index: _Optional[_Union[_types_pb2.IndexSpec, _Mapping]] = ...) -> None: ...
+    metadata_fields: _containers.RepeatedCompositeFieldContainer[_types_pb2.MetadataField]
+    def __init__(self, parent: _Optional[str] = ..., collection_id: _Optional[str] = ..., display_name: _Optional[str] = ..., feature_extractors: _Optional[_Iterable[str]] = ..., index: _Optional[_Union[_types_pb2.IndexSpec, _Mapping]] = ..., metadata_fields: _Optional[_Iterable[_Union[_types_pb2.MetadataField, _Mapping]]] = ...) -> None: ...
 
 class CreateCollectionResponse(_message.Message):
     __slots__ = ("collection",)

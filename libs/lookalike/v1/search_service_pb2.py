@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from lookalike.v1 import types_pb2 as lookalike_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!lookalike/v1/search_service.proto\x12\x0clookalike.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x18lookalike/v1/types.proto\"\x80\x01\n\x12\x45nsureIndexRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12.\n\textractor\x18\x02 \x01(\x0b\x32\x1b.lookalike.v1.ExtractorInfo\x12&\n\x05index\x18\x03 \x01(\x0b\x32\x17.lookalike.v1.IndexSpec\"&\n\x13\x45nsureIndexResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\":\n\x10\x44ropIndexRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x12\n\nextractors\x18\x02 \x03(\t\"\x13\n\x11\x44ropIndexResponse\"\x8d\x01\n\x0cVectorRecord\x12\n\n\x02id\x18\x01 \x01(\t\x12$\n\x06vector\x18\x02 \x01(\x0b\x32\x14.lookalike.v1.Vector\x12\x0e\n\x06object\x18\x03 \x01(\t\x12\x10\n\x08\x66ilename\x18\x04 \x01(\t\x12)\n\x08metadata\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\"j\n\x14UpsertVectorsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x11\n\textractor\x18\x02 \x01(\t\x12+\n\x07records\x18\x03 \x03(\x0b\x32\x1a.lookalike.v1.VectorRecord\"/\n\x15UpsertVectorsResponse\x12\x16\n\x0eupserted_count\x18\x01 \x01(\x03\"K\n\x14\x44\x65leteVectorsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x12\n\nextractors\x18\x02 \x03(\t\x12\x0b\n\x03ids\x18\x03 \x03(\t\"\x17\n\x15\x44\x65leteVectorsResponse\"G\n\x11GetVectorsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x11\n\textractor\x18\x02 \x01(\t\x12\x0b\n\x03ids\x18\x03 \x03(\t\"A\n\x12GetVectorsResponse\x12+\n\x07records\x18\x01 \x03(\x0b\x32\x1a.lookalike.v1.VectorRecord\"<\n\x13\x43ountVectorsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x11\n\textractor\x18\x02 \x01(\t\"%\n\x14\x43ountVectorsResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\x03\"\xc1\x01\n\rSearchRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x11\n\textractor\x18\x02 \x01(\t\x12$\n\x06vector\x18\x03 \x01(\x0b\x32\x14.lookalike.v1.Vector\x12\r\n\x05limit\x18\x04 \x01(\r\x12$\n\x06\x66ilter\x18\x05 \x01(\x0b\x32\x14.lookalike.v1.Filter\x12.\n\rsearch_params\x18\x06 \x01(\x0b\x32\x17.lookalike.v1.IndexSpec\"7\n\x0eSearchResponse\x12%\n\x04hits\x18\x01 \x03(\x0b\x32\x17.lookalike.v1.SearchHit\"\x85\x01\n\tSearchHit\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x0e\n\x06object\x18\x03 \x01(\t\x12\x10\n\x08\x66ilename\x18\x04 \x01(\t\x12)\n\x08metadata\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08\x64istance\x18\x06 \x01(\x02\x32\xd2\x04\n\rSearchService\x12R\n\x0b\x45nsureIndex\x12 .lookalike.v1.EnsureIndexRequest\x1a!.lookalike.v1.EnsureIndexResponse\x12L\n\tDropIndex\x12\x1e.lookalike.v1.DropIndexRequest\x1a\x1f.lookalike.v1.DropIndexResponse\x12X\n\rUpsertVectors\x12\".lookalike.v1.UpsertVectorsRequest\x1a#.lookalike.v1.UpsertVectorsResponse\x12X\n\rDeleteVectors\x12\".lookalike.v1.DeleteVectorsRequest\x1a#.lookalike.v1.DeleteVectorsResponse\x12O\n\nGetVectors\x12\x1f.lookalike.v1.GetVectorsRequest\x1a .lookalike.v1.GetVectorsResponse\x12U\n\x0c\x43ountVectors\x12!.lookalike.v1.CountVectorsRequest\x1a\".lookalike.v1.CountVectorsResponse\x12\x43\n\x06Search\x12\x1b.lookalike.v1.SearchRequest\x1a\x1c.lookalike.v1.SearchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!lookalike/v1/search_service.proto\x12\x0clookalike.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x18lookalike/v1/types.proto\"\xb6\x01\n\x12\x45nsureIndexRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12.\n\textractor\x18\x02 \x01(\x0b\x32\x1b.lookalike.v1.ExtractorInfo\x12&\n\x05index\x18\x03 \x01(\x0b\x32\x17.lookalike.v1.IndexSpec\x12\x34\n\x0fmetadata_fields\x18\x04 \x03(\x0b\x32\x1b.lookalike.v1.MetadataField\"&\n\x13\x45nsureIndexResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\":\n\x10\x44ropIndexRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x12\n\nextractors\x18\x02 \x03(\t\"\x13\n\x11\x44ropIndexResponse\"\x8d\x01\n\x0cVectorRecord\x12\n\n\x02id\x18\x01 \x01(\t\x12$\n\x06vector\x18\x02 \x01(\x0b\x32\x14.lookalike.v1.Vector\x12\x0e\n\x06object\x18\x03 \x01(\t\x12\x10\n\x08\x66ilename\x18\x04 \x01(\t\x12)\n\x08metadata\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\"j\n\x14UpsertVectorsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x11\n\textractor\x18\x02 \x01(\t\x12+\n\x07records\x18\x03 \x03(\x0b\x32\x1a.lookalike.v1.VectorRecord\"/\n\x15UpsertVectorsResponse\x12\x16\n\x0eupserted_count\x18\x01 \x01(\x03\"K\n\x14\x44\x65leteVectorsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x12\n\nextractors\x18\x02 \x03(\t\x12\x0b\n\x03ids\x18\x03 \x03(\t\"\x17\n\x15\x44\x65leteVectorsResponse\"G\n\x11GetVectorsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x11\n\textractor\x18\x02 \x01(\t\x12\x0b\n\x03ids\x18\x03 \x03(\t\"A\n\x12GetVectorsResponse\x12+\n\x07records\x18\x01 \x03(\x0b\x32\x1a.lookalike.v1.VectorRecord\"<\n\x13\x43ountVectorsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x11\n\textractor\x18\x02 \x01(\t\"%\n\x14\x43ountVectorsResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\x03\"\xc1\x01\n\rSearchRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x11\n\textractor\x18\x02 \x01(\t\x12$\n\x06vector\x18\x03 \x01(\x0b\x32\x14.lookalike.v1.Vector\x12\r\n\x05limit\x18\x04 \x01(\r\x12$\n\x06\x66ilter\x18\x05 \x01(\x0b\x32\x14.lookalike.v1.Filter\x12.\n\rsearch_params\x18\x06 \x01(\x0b\x32\x17.lookalike.v1.IndexSpec\"7\n\x0eSearchResponse\x12%\n\x04hits\x18\x01 \x03(\x0b\x32\x17.lookalike.v1.SearchHit\"\x85\x01\n\tSearchHit\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x0e\n\x06object\x18\x03 \x01(\t\x12\x10\n\x08\x66ilename\x18\x04 \x01(\t\x12)\n\x08metadata\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08\x64istance\x18\x06 \x01(\x02\x32\xd2\x04\n\rSearchService\x12R\n\x0b\x45nsureIndex\x12 .lookalike.v1.EnsureIndexRequest\x1a!.lookalike.v1.EnsureIndexResponse\x12L\n\tDropIndex\x12\x1e.lookalike.v1.DropIndexRequest\x1a\x1f.lookalike.v1.DropIndexResponse\x12X\n\rUpsertVectors\x12\".lookalike.v1.UpsertVectorsRequest\x1a#.lookalike.v1.UpsertVectorsResponse\x12X\n\rDeleteVectors\x12\".lookalike.v1.DeleteVectorsRequest\x1a#.lookalike.v1.DeleteVectorsResponse\x12O\n\nGetVectors\x12\x1f.lookalike.v1.GetVectorsRequest\x1a .lookalike.v1.GetVectorsResponse\x12U\n\x0c\x43ountVectors\x12!.lookalike.v1.CountVectorsRequest\x1a\".lookalike.v1.CountVectorsResponse\x12\x43\n\x06Search\x12\x1b.lookalike.v1.SearchRequest\x1a\x1c.lookalike.v1.SearchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,37 +34,37 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lookalike.v1.search_service
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ENSUREINDEXREQUEST']._serialized_start=108
-  _globals['_ENSUREINDEXREQUEST']._serialized_end=236
-  _globals['_ENSUREINDEXRESPONSE']._serialized_start=238
-  _globals['_ENSUREINDEXRESPONSE']._serialized_end=276
-  _globals['_DROPINDEXREQUEST']._serialized_start=278
-  _globals['_DROPINDEXREQUEST']._serialized_end=336
-  _globals['_DROPINDEXRESPONSE']._serialized_start=338
-  _globals['_DROPINDEXRESPONSE']._serialized_end=357
-  _globals['_VECTORRECORD']._serialized_start=360
-  _globals['_VECTORRECORD']._serialized_end=501
-  _globals['_UPSERTVECTORSREQUEST']._serialized_start=503
-  _globals['_UPSERTVECTORSREQUEST']._serialized_end=609
-  _globals['_UPSERTVECTORSRESPONSE']._serialized_start=611
-  _globals['_UPSERTVECTORSRESPONSE']._serialized_end=658
-  _globals['_DELETEVECTORSREQUEST']._serialized_start=660
-  _globals['_DELETEVECTORSREQUEST']._serialized_end=735
-  _globals['_DELETEVECTORSRESPONSE']._serialized_start=737
-  _globals['_DELETEVECTORSRESPONSE']._serialized_end=760
-  _globals['_GETVECTORSREQUEST']._serialized_start=762
-  _globals['_GETVECTORSREQUEST']._serialized_end=833
-  _globals['_GETVECTORSRESPONSE']._serialized_start=835
-  _globals['_GETVECTORSRESPONSE']._serialized_end=900
-  _globals['_COUNTVECTORSREQUEST']._serialized_start=902
-  _globals['_COUNTVECTORSREQUEST']._serialized_end=962
-  _globals['_COUNTVECTORSRESPONSE']._serialized_start=964
-  _globals['_COUNTVECTORSRESPONSE']._serialized_end=1001
-  _globals['_SEARCHREQUEST']._serialized_start=1004
-  _globals['_SEARCHREQUEST']._serialized_end=1197
-  _globals['_SEARCHRESPONSE']._serialized_start=1199
-  _globals['_SEARCHRESPONSE']._serialized_end=1254
-  _globals['_SEARCHHIT']._serialized_start=1257
-  _globals['_SEARCHHIT']._serialized_end=1390
-  _globals['_SEARCHSERVICE']._serialized_start=1393
-  _globals['_SEARCHSERVICE']._serialized_end=1987
+  _globals['_ENSUREINDEXREQUEST']._serialized_end=290
+  _globals['_ENSUREINDEXRESPONSE']._serialized_start=292
+  _globals['_ENSUREINDEXRESPONSE']._serialized_end=330
+  _globals['_DROPINDEXREQUEST']._serialized_start=332
+  _globals['_DROPINDEXREQUEST']._serialized_end=390
+  _globals['_DROPINDEXRESPONSE']._serialized_start=392
+  _globals['_DROPINDEXRESPONSE']._serialized_end=411
+  _globals['_VECTORRECORD']._serialized_start=414
+  _globals['_VECTORRECORD']._serialized_end=555
+  _globals['_UPSERTVECTORSREQUEST']._serialized_start=557
+  _globals['_UPSERTVECTORSREQUEST']._serialized_end=663
+  _globals['_UPSERTVECTORSRESPONSE']._serialized_start=665
+  _globals['_UPSERTVECTORSRESPONSE']._serialized_end=712
+  _globals['_DELETEVECTORSREQUEST']._serialized_start=714
+  _globals['_DELETEVECTORSREQUEST']._serialized_end=789
+  _globals['_DELETEVECTORSRESPONSE']._serialized_start=791
+  _globals['_DELETEVECTORSRESPONSE']._serialized_end=814
+  _globals['_GETVECTORSREQUEST']._serialized_start=816
+  _globals['_GETVECTORSREQUEST']._serialized_end=887
+  _globals['_GETVECTORSRESPONSE']._serialized_start=889
+  _globals['_GETVECTORSRESPONSE']._serialized_end=954
+  _globals['_COUNTVECTORSREQUEST']._serialized_start=956
+  _globals['_COUNTVECTORSREQUEST']._serialized_end=1016
+  _globals['_COUNTVECTORSRESPONSE']._serialized_start=1018
+  _globals['_COUNTVECTORSRESPONSE']._serialized_end=1055
+  _globals['_SEARCHREQUEST']._serialized_start=1058
+  _globals['_SEARCHREQUEST']._serialized_end=1251
+  _globals['_SEARCHRESPONSE']._serialized_start=1253
+  _globals['_SEARCHRESPONSE']._serialized_end=1308
+  _globals['_SEARCHHIT']._serialized_start=1311
+  _globals['_SEARCHHIT']._serialized_end=1444
+  _globals['_SEARCHSERVICE']._serialized_start=1447
+  _globals['_SEARCHSERVICE']._serialized_end=2041
 # @@protoc_insertion_point(module_scope)

@@ -8,14 +8,16 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class EnsureIndexRequest(_message.Message):
-    __slots__ = ("collection", "extractor", "index")
+    __slots__ = ("collection", "extractor", "index", "metadata_fields")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     EXTRACTOR_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELDS_FIELD_NUMBER: _ClassVar[int]
     collection: str
     extractor: _types_pb2.ExtractorInfo
     index: _types_pb2.IndexSpec
-    def __init__(self, collection: _Optional[str] = ..., extractor: _Optional[_Union[_types_pb2.ExtractorInfo, _Mapping]] = ..., index: _Optional[_Union[_types_pb2.IndexSpec, _Mapping]] = ...) -> None: ...
+    metadata_fields: _containers.RepeatedCompositeFieldContainer[_types_pb2.MetadataField]
+    def __init__(self, collection: _Optional[str] = ..., extractor: _Optional[_Union[_types_pb2.ExtractorInfo, _Mapping]] = ..., index: _Optional[_Union[_types_pb2.IndexSpec, _Mapping]] = ..., metadata_fields: _Optional[_Iterable[_Union[_types_pb2.MetadataField, _Mapping]]] = ...) -> None: ...
 
 class EnsureIndexResponse(_message.Message):
     __slots__ = ("created",)

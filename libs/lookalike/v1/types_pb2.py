@@ -24,19 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18lookalike/v1/types.proto\x12\x0clookalike.v1\"\xc7\x01\n\x06\x46ilter\x12\x31\n\tcondition\x18\x01 \x01(\x0b\x32\x1c.lookalike.v1.FieldConditionH\x00\x12+\n\x06\x61ll_of\x18\x02 \x01(\x0b\x32\x19.lookalike.v1.FilterGroupH\x00\x12+\n\x06\x61ny_of\x18\x03 \x01(\x0b\x32\x19.lookalike.v1.FilterGroupH\x00\x12(\n\x08negation\x18\x04 \x01(\x0b\x32\x14.lookalike.v1.FilterH\x00\x42\x06\n\x04kind\"4\n\x0b\x46ilterGroup\x12%\n\x07\x66ilters\x18\x01 \x03(\x0b\x32\x14.lookalike.v1.Filter\"\xf7\x02\n\x0e\x46ieldCondition\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x37\n\x08operator\x18\x02 \x01(\x0e\x32%.lookalike.v1.FieldCondition.Operator\x12(\n\x05value\x18\x03 \x01(\x0b\x32\x19.lookalike.v1.ScalarValue\x12)\n\x06values\x18\x04 \x03(\x0b\x32\x19.lookalike.v1.ScalarValue\"\xc7\x01\n\x08Operator\x12\x18\n\x14OPERATOR_UNSPECIFIED\x10\x00\x12\x0f\n\x0bOPERATOR_EQ\x10\x01\x12\x0f\n\x0bOPERATOR_NE\x10\x02\x12\x0f\n\x0bOPERATOR_LT\x10\x03\x12\x0f\n\x0bOPERATOR_LE\x10\x04\x12\x0f\n\x0bOPERATOR_GT\x10\x05\x12\x0f\n\x0bOPERATOR_GE\x10\x06\x12\x0f\n\x0bOPERATOR_IN\x10\x07\x12\x13\n\x0fOPERATOR_NOT_IN\x10\x08\x12\x15\n\x11OPERATOR_CONTAINS\x10\t\"p\n\x0bScalarValue\x12\x16\n\x0cstring_value\x18\x01 \x01(\tH\x00\x12\x13\n\tint_value\x18\x02 \x01(\x03H\x00\x12\x16\n\x0c\x64ouble_value\x18\x03 \x01(\x01H\x00\x12\x14\n\nbool_value\x18\x04 \x01(\x08H\x00\x42\x06\n\x04kind\"I\n\x0b\x42oundingBox\x12\r\n\x05x_min\x18\x01 \x01(\x02\x12\r\n\x05y_min\x18\x02 \x01(\x02\x12\r\n\x05x_max\x18\x03 \x01(\x02\x12\r\n\x05y_max\x18\x04 \x01(\x02\"(\n\x06Vector\x12\x0e\n\x06values\x18\x01 \x03(\x02\x12\x0e\n\x06\x62inary\x18\x02 \x01(\x0c\"\xb1\x01\n\rExtractorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tdimension\x18\x02 \x01(\r\x12-\n\x0bvector_type\x18\x03 \x01(\x0e\x32\x18.lookalike.v1.VectorType\x12$\n\x06metric\x18\x04 \x01(\x0e\x32\x14.lookalike.v1.Metric\x12\x15\n\rsupports_text\x18\x05 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\"\x85\x01\n\tIndexSpec\x12%\n\x04type\x18\x01 \x01(\x0e\x32\x17.lookalike.v1.IndexType\x12&\n\x04hnsw\x18\x02 \x01(\x0b\x32\x18.lookalike.v1.HnswParams\x12)\n\x06ivf_pq\x18\x03 \x01(\x0b\x32\x19.lookalike.v1.IvfPqParams\"<\n\nHnswParams\x12\t\n\x01m\x18\x01 \x01(\r\x12\x17\n\x0f\x65\x66_construction\x18\x02 \x01(\r\x12\n\n\x02\x65\x66\x18\x03 \x01(\r\"F\n\x0bIvfPqParams\x12\r\n\x05nlist\x18\x01 \x01(\r\x12\t\n\x01m\x18\x02 \x01(\r\x12\r\n\x05nbits\x18\x03 \x01(\r\x12\x0e\n\x06nprobe\x18\x04 \x01(\r\"N\n\x0cIngestTarget\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12\x1a\n\x12\x66\x65\x61ture_extractors\x18\x03 \x03(\t\"\x80\x02\n\x03Job\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x05state\x18\x02 \x01(\x0e\x32\x17.lookalike.v1.Job.State\x12\x0e\n\x06queued\x18\x03 \x01(\x03\x12\x0f\n\x07indexed\x18\x04 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x05 \x01(\x03\x12*\n\x08\x66\x61ilures\x18\x06 \x03(\x0b\x32\x18.lookalike.v1.JobFailure\x12\x0c\n\x04\x64one\x18\x07 \x01(\x08\"X\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x11\n\rSTATE_RUNNING\x10\x01\x12\x13\n\x0fSTATE_SUCCEEDED\x10\x02\x12\x10\n\x0cSTATE_FAILED\x10\x03\"B\n\nJobFailure\x12\x12\n\ncontent_id\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"S\n\x0cUploadResult\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x0e\n\x06object\x18\x02 \x01(\t\x12\x12\n\ncontent_id\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t*X\n\nVectorType\x12\x1b\n\x17VECTOR_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11VECTOR_TYPE_FLOAT\x10\x01\x12\x16\n\x12VECTOR_TYPE_BINARY\x10\x02*p\n\x06Metric\x12\x16\n\x12METRIC_UNSPECIFIED\x10\x00\x12\x11\n\rMETRIC_COSINE\x10\x01\x12\x18\n\x14METRIC_INNER_PRODUCT\x10\x02\x12\r\n\tMETRIC_L2\x10\x03\x12\x12\n\x0eMETRIC_HAMMING\x10\x04*h\n\tIndexType\x12\x1a\n\x16INDEX_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0fINDEX_TYPE_HNSW\x10\x01\x12\x15\n\x11INDEX_TYPE_IVF_PQ\x10\x02\x12\x13\n\x0fINDEX_TYPE_FLAT\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18lookalike/v1/types.proto\x12\x0clookalike.v1\"\xc7\x01\n\x06\x46ilter\x12\x31\n\tcondition\x18\x01 \x01(\x0b\x32\x1c.lookalike.v1.FieldConditionH\x00\x12+\n\x06\x61ll_of\x18\x02 \x01(\x0b\x32\x19.lookalike.v1.FilterGroupH\x00\x12+\n\x06\x61ny_of\x18\x03 \x01(\x0b\x32\x19.lookalike.v1.FilterGroupH\x00\x12(\n\x08negation\x18\x04 \x01(\x0b\x32\x14.lookalike.v1.FilterH\x00\x42\x06\n\x04kind\"4\n\x0b\x46ilterGroup\x12%\n\x07\x66ilters\x18\x01 \x03(\x0b\x32\x14.lookalike.v1.Filter\"\xf7\x02\n\x0e\x46ieldCondition\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x37\n\x08operator\x18\x02 \x01(\x0e\x32%.lookalike.v1.FieldCondition.Operator\x12(\n\x05value\x18\x03 \x01(\x0b\x32\x19.lookalike.v1.ScalarValue\x12)\n\x06values\x18\x04 \x03(\x0b\x32\x19.lookalike.v1.ScalarValue\"\xc7\x01\n\x08Operator\x12\x18\n\x14OPERATOR_UNSPECIFIED\x10\x00\x12\x0f\n\x0bOPERATOR_EQ\x10\x01\x12\x0f\n\x0bOPERATOR_NE\x10\x02\x12\x0f\n\x0bOPERATOR_LT\x10\x03\x12\x0f\n\x0bOPERATOR_LE\x10\x04\x12\x0f\n\x0bOPERATOR_GT\x10\x05\x12\x0f\n\x0bOPERATOR_GE\x10\x06\x12\x0f\n\x0bOPERATOR_IN\x10\x07\x12\x13\n\x0fOPERATOR_NOT_IN\x10\x08\x12\x15\n\x11OPERATOR_CONTAINS\x10\t\"p\n\x0bScalarValue\x12\x16\n\x0cstring_value\x18\x01 \x01(\tH\x00\x12\x13\n\tint_value\x18\x02 \x01(\x03H\x00\x12\x16\n\x0c\x64ouble_value\x18\x03 \x01(\x01H\x00\x12\x14\n\nbool_value\x18\x04 \x01(\x08H\x00\x42\x06\n\x04kind\"I\n\x0b\x42oundingBox\x12\r\n\x05x_min\x18\x01 \x01(\x02\x12\r\n\x05y_min\x18\x02 \x01(\x02\x12\r\n\x05x_max\x18\x03 \x01(\x02\x12\r\n\x05y_max\x18\x04 \x01(\x02\"(\n\x06Vector\x12\x0e\n\x06values\x18\x01 \x03(\x02\x12\x0e\n\x06\x62inary\x18\x02 \x01(\x0c\"\xb1\x01\n\rExtractorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tdimension\x18\x02 \x01(\r\x12-\n\x0bvector_type\x18\x03 \x01(\x0e\x32\x18.lookalike.v1.VectorType\x12$\n\x06metric\x18\x04 \x01(\x0e\x32\x14.lookalike.v1.Metric\x12\x15\n\rsupports_text\x18\x05 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\"\xac\x01\n\rMetadataField\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\x04type\x18\x02 \x01(\x0e\x32 .lookalike.v1.MetadataField.Type\"]\n\x04Type\x12\x14\n\x10TYPE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bTYPE_STRING\x10\x01\x12\x0e\n\nTYPE_INT64\x10\x02\x12\x0f\n\x0bTYPE_DOUBLE\x10\x03\x12\r\n\tTYPE_BOOL\x10\x04\"\x85\x01\n\tIndexSpec\x12%\n\x04type\x18\x01 \x01(\x0e\x32\x17.lookalike.v1.IndexType\x12&\n\x04hnsw\x18\x02 \x01(\x0b\x32\x18.lookalike.v1.HnswParams\x12)\n\x06ivf_pq\x18\x03 \x01(\x0b\x32\x19.lookalike.v1.IvfPqParams\"<\n\nHnswParams\x12\t\n\x01m\x18\x01 \x01(\r\x12\x17\n\x0f\x65\x66_construction\x18\x02 \x01(\r\x12\n\n\x02\x65\x66\x18\x03 \x01(\r\"F\n\x0bIvfPqParams\x12\r\n\x05nlist\x18\x01 \x01(\r\x12\t\n\x01m\x18\x02 \x01(\r\x12\r\n\x05nbits\x18\x03 \x01(\r\x12\x0e\n\x06nprobe\x18\x04 \x01(\r\"N\n\x0cIngestTarget\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12\x1a\n\x12\x66\x65\x61ture_extractors\x18\x03 \x03(\t\"\x80\x02\n\x03Job\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x05state\x18\x02 \x01(\x0e\x32\x17.lookalike.v1.Job.State\x12\x0e\n\x06queued\x18\x03 \x01(\x03\x12\x0f\n\x07indexed\x18\x04 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x05 \x01(\x03\x12*\n\x08\x66\x61ilures\x18\x06 \x03(\x0b\x32\x18.lookalike.v1.JobFailure\x12\x0c\n\x04\x64one\x18\x07 \x01(\x08\"X\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x11\n\rSTATE_RUNNING\x10\x01\x12\x13\n\x0fSTATE_SUCCEEDED\x10\x02\x12\x10\n\x0cSTATE_FAILED\x10\x03\"B\n\nJobFailure\x12\x12\n\ncontent_id\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"S\n\x0cUploadResult\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x0e\n\x06object\x18\x02 \x01(\t\x12\x12\n\ncontent_id\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t*X\n\nVectorType\x12\x1b\n\x17VECTOR_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11VECTOR_TYPE_FLOAT\x10\x01\x12\x16\n\x12VECTOR_TYPE_BINARY\x10\x02*p\n\x06Metric\x12\x16\n\x12METRIC_UNSPECIFIED\x10\x00\x12\x11\n\rMETRIC_COSINE\x10\x01\x12\x18\n\x14METRIC_INNER_PRODUCT\x10\x02\x12\r\n\tMETRIC_L2\x10\x03\x12\x12\n\x0eMETRIC_HAMMING\x10\x04*h\n\tIndexType\x12\x1a\n\x16INDEX_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0fINDEX_TYPE_HNSW\x10\x01\x12\x15\n\x11INDEX_TYPE_IVF_PQ\x10\x02\x12\x13\n\x0fINDEX_TYPE_FLAT\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lookalike.v1.types_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_VECTORTYPE']._serialized_start=1849
-  _globals['_VECTORTYPE']._serialized_end=1937
-  _globals['_METRIC']._serialized_start=1939
-  _globals['_METRIC']._serialized_end=2051
-  _globals['_INDEXTYPE']._serialized_start=2053
-  _globals['_INDEXTYPE']._serialized_end=2157
+  _globals['_VECTORTYPE']._serialized_start=2024
+  _globals['_VECTORTYPE']._serialized_end=2112
+  _globals['_METRIC']._serialized_start=2114
+  _globals['_METRIC']._serialized_end=2226
+  _globals['_INDEXTYPE']._serialized_start=2228
+  _globals['_INDEXTYPE']._serialized_end=2332
   _globals['_FILTER']._serialized_start=43
   _globals['_FILTER']._serialized_end=242
   _globals['_FILTERGROUP']._serialized_start=244
@@ -53,20 +53,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VECTOR']._serialized_end=905
   _globals['_EXTRACTORINFO']._serialized_start=908
   _globals['_EXTRACTORINFO']._serialized_end=1085
-  _globals['_INDEXSPEC']._serialized_start=1088
-  _globals['_INDEXSPEC']._serialized_end=1221
-  _globals['_HNSWPARAMS']._serialized_start=1223
-  _globals['_HNSWPARAMS']._serialized_end=1283
-  _globals['_IVFPQPARAMS']._serialized_start=1285
-  _globals['_IVFPQPARAMS']._serialized_end=1355
-  _globals['_INGESTTARGET']._serialized_start=1357
-  _globals['_INGESTTARGET']._serialized_end=1435
-  _globals['_JOB']._serialized_start=1438
-  _globals['_JOB']._serialized_end=1694
-  _globals['_JOB_STATE']._serialized_start=1606
-  _globals['_JOB_STATE']._serialized_end=1694
-  _globals['_JOBFAILURE']._serialized_start=1696
-  _globals['_JOBFAILURE']._serialized_end=1762
-  _globals['_UPLOADRESULT']._serialized_start=1764
-  _globals['_UPLOADRESULT']._serialized_end=1847
+  _globals['_METADATAFIELD']._serialized_start=1088
+  _globals['_METADATAFIELD']._serialized_end=1260
+  _globals['_METADATAFIELD_TYPE']._serialized_start=1167
+  _globals['_METADATAFIELD_TYPE']._serialized_end=1260
+  _globals['_INDEXSPEC']._serialized_start=1263
+  _globals['_INDEXSPEC']._serialized_end=1396
+  _globals['_HNSWPARAMS']._serialized_start=1398
+  _globals['_HNSWPARAMS']._serialized_end=1458
+  _globals['_IVFPQPARAMS']._serialized_start=1460
+  _globals['_IVFPQPARAMS']._serialized_end=1530
+  _globals['_INGESTTARGET']._serialized_start=1532
+  _globals['_INGESTTARGET']._serialized_end=1610
+  _globals['_JOB']._serialized_start=1613
+  _globals['_JOB']._serialized_end=1869
+  _globals['_JOB_STATE']._serialized_start=1781
+  _globals['_JOB_STATE']._serialized_end=1869
+  _globals['_JOBFAILURE']._serialized_start=1871
+  _globals['_JOBFAILURE']._serialized_end=1937
+  _globals['_UPLOADRESULT']._serialized_start=1939
+  _globals['_UPLOADRESULT']._serialized_end=2022
 # @@protoc_insertion_point(module_scope)

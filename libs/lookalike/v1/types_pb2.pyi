@@ -139,6 +139,26 @@ class ExtractorInfo(_message.Message):
     description: str
     def __init__(self, name: _Optional[str] = ..., dimension: _Optional[int] = ..., vector_type: _Optional[_Union[VectorType, str]] = ..., metric: _Optional[_Union[Metric, str]] = ..., supports_text: bool = ..., description: _Optional[str] = ...) -> None: ...
 
+class MetadataField(_message.Message):
+    __slots__ = ("name", "type")
+    class Type(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        TYPE_UNSPECIFIED: _ClassVar[MetadataField.Type]
+        TYPE_STRING: _ClassVar[MetadataField.Type]
+        TYPE_INT64: _ClassVar[MetadataField.Type]
+        TYPE_DOUBLE: _ClassVar[MetadataField.Type]
+        TYPE_BOOL: _ClassVar[MetadataField.Type]
+    TYPE_UNSPECIFIED: MetadataField.Type
+    TYPE_STRING: MetadataField.Type
+    TYPE_INT64: MetadataField.Type
+    TYPE_DOUBLE: MetadataField.Type
+    TYPE_BOOL: MetadataField.Type
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    type: MetadataField.Type
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[MetadataField.Type, str]] = ...) -> None: ...
+
 class IndexSpec(_message.Message):
     __slots__ = ("type", "hnsw", "ivf_pq")
     TYPE_FIELD_NUMBER: _ClassVar[int]
