@@ -611,6 +611,13 @@ def test_cli_creates_hnsw_and_ivf_pq_collections_with_parameters(mesh, milvus_ur
     result = runner.invoke(app, ["collections", "create", "bad", "--m", "1000", *common])
     assert result.exit_code == 2 and "hnsw.m must be between 4 and 64, got 1000" in result.output
     assert not client.has_collection(milvus_collection_name("cli-index", "bad", "effnet-lite0"))
+    # query-time parameters per retriever: checked against the collection's index type at create time
+    result = runner.invoke(app, ["retrievers", "create", "wide", "-c", "compact", "-s", "effnet-lite0:20", "--nprobe", "128", *common])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["retrievers", "create", "bad", "-c", "compact", "--ef", "128", *common])
+    assert result.exit_code == 2 and "hnsw.ef given, but namespaces/cli-index/collections/compact has a INDEX_TYPE_IVF_PQ index" in " ".join(result.output.split())
+    result = runner.invoke(app, ["retrievers", "create", "deep", "-c", "graph", "--ef", "300", *common])
+    assert result.exit_code == 0, result.output
 
 
 def test_get_vectors_answers_from_the_sq8_copy_when_the_float_field_is_unreadable() -> None:

@@ -428,6 +428,8 @@ def retrievers_create(
     dedup: Annotated[int, typer.Option(help="a dedup stage with this pHash distance (0: none)")] = 0,
     collapse: Annotated[bool, typer.Option(help="dedup collapses near-duplicates instead of marking them")] = False,
     rerank: Annotated[int, typer.Option(help="a rerank stage with this limit (0: none)")] = 0,
+    ef: Annotated[int, typer.Option("--ef", help="HNSW query candidate list of the searches (0: the collection's)")] = 0,
+    nprobe: Annotated[int, typer.Option("--nprobe", help="IVF-PQ lists probed by the searches (0: the collection's)")] = 0,
     namespace: NamespaceOpt = "default",
     gateway: GatewayOpt = "127.0.0.1:50051",
 ) -> None:
@@ -444,7 +446,8 @@ def retrievers_create(
             raise typer.BadParameter(f"--search {spec!r}: input must be image, text or auto")
         stages.append(retriever_service_pb2.Stage(feature_search=retriever_service_pb2.FeatureSearchStage(
             collection=f"namespaces/{namespace}/collections/{collection}", feature_extractor=extractor,
-            limit=int(limit or 50), input=inputs[source or "auto"])))
+            limit=int(limit or 50), input=inputs[source or "auto"],
+            search_params=types_pb2.IndexSpec(hnsw=types_pb2.HnswParams(ef=ef), ivf_pq=types_pb2.IvfPqParams(nprobe=nprobe)))))
     if fuse or len(stages) > 1:
         stages.append(retriever_service_pb2.Stage(fuse=retriever_service_pb2.FuseStage(k=fuse or 60, weights=weight)))
     if filter_text:

@@ -55,6 +55,18 @@ def stage_limit(stage: pb.Stage) -> int:
     return getattr(getattr(stage, kind), "limit", 0) if kind else 0
 
 
+def check_search_params(label: str, collection: collection_service_pb2.Collection, params: types_pb2.IndexSpec) -> None:
+    """A stage may tune the query side of its collection's index (ef for HNSW, nprobe for IVF-PQ), not
+    its build; ranges are the search service's to check."""
+    if params.type or params.hnsw.m or params.hnsw.ef_construction or params.ivf_pq.nlist or params.ivf_pq.m or params.ivf_pq.nbits:
+        raise InvalidArgument(f"{label}: search_params may only set hnsw.ef and ivf_pq.nprobe (build parameters are fixed)")
+    index = collection.index.type or types_pb2.INDEX_TYPE_HNSW
+    if params.hnsw.ef and index != types_pb2.INDEX_TYPE_HNSW:
+        raise InvalidArgument(f"{label}: hnsw.ef given, but {collection.name} has a {types_pb2.IndexType.Name(index)} index")
+    if params.ivf_pq.nprobe and index != types_pb2.INDEX_TYPE_IVF_PQ:
+        raise InvalidArgument(f"{label}: ivf_pq.nprobe given, but {collection.name} has a {types_pb2.IndexType.Name(index)} index")
+
+
 async def validate_stages(ctx: GatewayContext, namespace: str, stages: list[pb.Stage]) -> dict[str, collection_service_pb2.Collection]:
     """Checks a stage list at create time; returns the collections it searches."""
     if not stages:
@@ -81,6 +93,8 @@ async def validate_stages(ctx: GatewayContext, namespace: str, stages: list[pb.S
             available = [e.name for e in collection.feature_extractors]
             if fs.feature_extractor and fs.feature_extractor not in available:
                 raise InvalidArgument(f"{label}: {fs.collection} has no extractor {fs.feature_extractor!r} (it has {', '.join(available)})")
+            if fs.HasField("search_params"):
+                check_search_params(label, collection, fs.search_params)
             if fs.HasField("filter"):  # type-checked against the collection's declared fields
                 compile_filter(fs.filter, metadata.declared(collection.metadata_fields))
             extractor = next(e for e in collection.feature_extractors if e.name == (fs.feature_extractor or available[0]))
@@ -152,7 +166,8 @@ class Pipeline:
         vector = await self._query_vector(extractor, query, stage.input, timeout)
         filters = [f for f in (stage.filter if stage.HasField("filter") else None, extra) if f is not None and f.WhichOneof("kind")]
         request = search_service_pb2.SearchRequest(
-            collection=stage.collection, extractor=extractor.name, vector=vector, limit=stage.limit or DEFAULT_LIMIT
+            collection=stage.collection, extractor=extractor.name, vector=vector, limit=stage.limit or DEFAULT_LIMIT,
+            search_params=stage.search_params,
         )
         if len(filters) == 1:
             request.filter.CopyFrom(filters[0])

@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from lookalike.v1 import types_pb2 as lookalike_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$lookalike/v1/retriever_service.proto\x12\x0clookalike.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18lookalike/v1/types.proto\"\x85\x01\n\tRetriever\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12#\n\x06stages\x18\x03 \x03(\x0b\x32\x13.lookalike.v1.Stage\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf9\x01\n\x05Stage\x12:\n\x0e\x66\x65\x61ture_search\x18\x01 \x01(\x0b\x32 .lookalike.v1.FeatureSearchStageH\x00\x12+\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x19.lookalike.v1.FilterStageH\x00\x12+\n\x06rerank\x18\x03 \x01(\x0b\x32\x19.lookalike.v1.RerankStageH\x00\x12\'\n\x04\x66use\x18\x04 \x01(\x0b\x32\x17.lookalike.v1.FuseStageH\x00\x12)\n\x05\x64\x65\x64up\x18\x05 \x01(\x0b\x32\x18.lookalike.v1.DedupStageH\x00\x42\x06\n\x04kind\"\xa1\x01\n\x12\x46\x65\x61tureSearchStage\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x19\n\x11\x66\x65\x61ture_extractor\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\x12$\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x14.lookalike.v1.Filter\x12\'\n\x05input\x18\x05 \x01(\x0e\x32\x18.lookalike.v1.QueryInput\"3\n\x0b\x46ilterStage\x12$\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x14.lookalike.v1.Filter\"\x1c\n\x0bRerankStage\x12\r\n\x05limit\x18\x01 \x01(\r\"6\n\tFuseStage\x12\t\n\x01k\x18\x01 \x01(\r\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x0f\n\x07weights\x18\x03 \x03(\x02\"<\n\nDedupStage\x12\x1c\n\x14max_hamming_distance\x18\x01 \x01(\r\x12\x10\n\x08\x63ollapse\x18\x02 \x01(\x08\"j\n\x16\x43reateRetrieverRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x14\n\x0cretriever_id\x18\x02 \x01(\t\x12*\n\tretriever\x18\x03 \x01(\x0b\x32\x17.lookalike.v1.Retriever\"E\n\x17\x43reateRetrieverResponse\x12*\n\tretriever\x18\x01 \x01(\x0b\x32\x17.lookalike.v1.Retriever\"#\n\x13GetRetrieverRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"B\n\x14GetRetrieverResponse\x12*\n\tretriever\x18\x01 \x01(\x0b\x32\x17.lookalike.v1.Retriever\"\'\n\x15ListRetrieversRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\"E\n\x16ListRetrieversResponse\x12+\n\nretrievers\x18\x01 \x03(\x0b\x32\x17.lookalike.v1.Retriever\"&\n\x16\x44\x65leteRetrieverRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x19\n\x17\x44\x65leteRetrieverResponse\"7\n\x05Query\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x11\n\timage_url\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\"\x80\x01\n\x17\x45xecuteRetrieverRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\"\n\x05query\x18\x02 \x01(\x0b\x32\x13.lookalike.v1.Query\x12$\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x14.lookalike.v1.Filter\x12\r\n\x05limit\x18\x04 \x01(\r\"w\n\x18\x45xecuteRetrieverResponse\x12)\n\tdocuments\x18\x01 \x03(\x0b\x32\x16.lookalike.v1.Document\x12\x30\n\rstage_timings\x18\x02 \x03(\x0b\x32\x19.lookalike.v1.StageTiming\"\xea\x02\n\x08\x44ocument\x12\x0e\n\x06object\x18\x01 \x01(\t\x12\x12\n\ncontent_id\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x13\n\x0bpreview_url\x18\x04 \x01(\t\x12&\n\x03\x62ox\x18\x05 \x01(\x0b\x32\x19.lookalike.v1.BoundingBox\x12\x14\n\x0cinlier_count\x18\x06 \x01(\x05\x12\x10\n\x08\x66ilename\x18\x07 \x01(\t\x12)\n\x08metadata\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12=\n\x0cstage_scores\x18\t \x03(\x0b\x32\'.lookalike.v1.Document.StageScoresEntry\x12\x14\n\x0c\x64uplicate_of\x18\n \x01(\t\x12\x12\n\nduplicates\x18\x0b \x03(\t\x1a\x32\n\x10StageScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\"H\n\x0bStageTiming\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x14\n\x0cmilliseconds\x18\x02 \x01(\x01\x12\x14\n\x0coutput_count\x18\x03 \x01(\x05*l\n\nQueryInput\x12\x1b\n\x17QUERY_INPUT_UNSPECIFIED\x10\x00\x12\x14\n\x10QUERY_INPUT_AUTO\x10\x01\x12\x15\n\x11QUERY_INPUT_IMAGE\x10\x02\x12\x14\n\x10QUERY_INPUT_TEXT\x10\x03\x32\xe9\x03\n\x10RetrieverService\x12^\n\x0f\x43reateRetriever\x12$.lookalike.v1.CreateRetrieverRequest\x1a%.lookalike.v1.CreateRetrieverResponse\x12U\n\x0cGetRetriever\x12!.lookalike.v1.GetRetrieverRequest\x1a\".lookalike.v1.GetRetrieverResponse\x12[\n\x0eListRetrievers\x12#.lookalike.v1.ListRetrieversRequest\x1a$.lookalike.v1.ListRetrieversResponse\x12^\n\x0f\x44\x65leteRetriever\x12$.lookalike.v1.DeleteRetrieverRequest\x1a%.lookalike.v1.DeleteRetrieverResponse\x12\x61\n\x10\x45xecuteRetriever\x12%.lookalike.v1.ExecuteRetrieverRequest\x1a&.lookalike.v1.ExecuteRetrieverResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$lookalike/v1/retriever_service.proto\x12\x0clookalike.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18lookalike/v1/types.proto\"\x85\x01\n\tRetriever\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12#\n\x06stages\x18\x03 \x03(\x0b\x32\x13.lookalike.v1.Stage\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf9\x01\n\x05Stage\x12:\n\x0e\x66\x65\x61ture_search\x18\x01 \x01(\x0b\x32 .lookalike.v1.FeatureSearchStageH\x00\x12+\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x19.lookalike.v1.FilterStageH\x00\x12+\n\x06rerank\x18\x03 \x01(\x0b\x32\x19.lookalike.v1.RerankStageH\x00\x12\'\n\x04\x66use\x18\x04 \x01(\x0b\x32\x17.lookalike.v1.FuseStageH\x00\x12)\n\x05\x64\x65\x64up\x18\x05 \x01(\x0b\x32\x18.lookalike.v1.DedupStageH\x00\x42\x06\n\x04kind\"\xd1\x01\n\x12\x46\x65\x61tureSearchStage\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x19\n\x11\x66\x65\x61ture_extractor\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\x12$\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x14.lookalike.v1.Filter\x12\'\n\x05input\x18\x05 \x01(\x0e\x32\x18.lookalike.v1.QueryInput\x12.\n\rsearch_params\x18\x06 \x01(\x0b\x32\x17.lookalike.v1.IndexSpec\"3\n\x0b\x46ilterStage\x12$\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x14.lookalike.v1.Filter\"\x1c\n\x0bRerankStage\x12\r\n\x05limit\x18\x01 \x01(\r\"6\n\tFuseStage\x12\t\n\x01k\x18\x01 \x01(\r\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x0f\n\x07weights\x18\x03 \x03(\x02\"<\n\nDedupStage\x12\x1c\n\x14max_hamming_distance\x18\x01 \x01(\r\x12\x10\n\x08\x63ollapse\x18\x02 \x01(\x08\"j\n\x16\x43reateRetrieverRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x14\n\x0cretriever_id\x18\x02 \x01(\t\x12*\n\tretriever\x18\x03 \x01(\x0b\x32\x17.lookalike.v1.Retriever\"E\n\x17\x43reateRetrieverResponse\x12*\n\tretriever\x18\x01 \x01(\x0b\x32\x17.lookalike.v1.Retriever\"#\n\x13GetRetrieverRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"B\n\x14GetRetrieverResponse\x12*\n\tretriever\x18\x01 \x01(\x0b\x32\x17.lookalike.v1.Retriever\"\'\n\x15ListRetrieversRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\"E\n\x16ListRetrieversResponse\x12+\n\nretrievers\x18\x01 \x03(\x0b\x32\x17.lookalike.v1.Retriever\"&\n\x16\x44\x65leteRetrieverRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x19\n\x17\x44\x65leteRetrieverResponse\"7\n\x05Query\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x11\n\timage_url\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\"\x80\x01\n\x17\x45xecuteRetrieverRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\"\n\x05query\x18\x02 \x01(\x0b\x32\x13.lookalike.v1.Query\x12$\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x14.lookalike.v1.Filter\x12\r\n\x05limit\x18\x04 \x01(\r\"w\n\x18\x45xecuteRetrieverResponse\x12)\n\tdocuments\x18\x01 \x03(\x0b\x32\x16.lookalike.v1.Document\x12\x30\n\rstage_timings\x18\x02 \x03(\x0b\x32\x19.lookalike.v1.StageTiming\"\xea\x02\n\x08\x44ocument\x12\x0e\n\x06object\x18\x01 \x01(\t\x12\x12\n\ncontent_id\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x13\n\x0bpreview_url\x18\x04 \x01(\t\x12&\n\x03\x62ox\x18\x05 \x01(\x0b\x32\x19.lookalike.v1.BoundingBox\x12\x14\n\x0cinlier_count\x18\x06 \x01(\x05\x12\x10\n\x08\x66ilename\x18\x07 \x01(\t\x12)\n\x08metadata\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12=\n\x0cstage_scores\x18\t \x03(\x0b\x32\'.lookalike.v1.Document.StageScoresEntry\x12\x14\n\x0c\x64uplicate_of\x18\n \x01(\t\x12\x12\n\nduplicates\x18\x0b \x03(\t\x1a\x32\n\x10StageScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\"H\n\x0bStageTiming\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x14\n\x0cmilliseconds\x18\x02 \x01(\x01\x12\x14\n\x0coutput_count\x18\x03 \x01(\x05*l\n\nQueryInput\x12\x1b\n\x17QUERY_INPUT_UNSPECIFIED\x10\x00\x12\x14\n\x10QUERY_INPUT_AUTO\x10\x01\x12\x15\n\x11QUERY_INPUT_IMAGE\x10\x02\x12\x14\n\x10QUERY_INPUT_TEXT\x10\x03\x32\xe9\x03\n\x10RetrieverService\x12^\n\x0f\x43reateRetriever\x12$.lookalike.v1.CreateRetrieverRequest\x1a%.lookalike.v1.CreateRetrieverResponse\x12U\n\x0cGetRetriever\x12!.lookalike.v1.GetRetrieverRequest\x1a\".lookalike.v1.GetRetrieverResponse\x12[\n\x0eListRetrievers\x12#.lookalike.v1.ListRetrieversRequest\x1a$.lookalike.v1.ListRetrieversResponse\x12^\n\x0f\x44\x65leteRetriever\x12$.lookalike.v1.DeleteRetrieverRequest\x1a%.lookalike.v1.DeleteRetrieverResponse\x12\x61\n\x10\x45xecuteRetriever\x12%.lookalike.v1.ExecuteRetrieverRequest\x1a&.lookalike.v1.ExecuteRetrieverResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,50 +36,50 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_DOCUMENT_STAGESCORESENTRY']._loaded_options = None
   _globals['_DOCUMENT_STAGESCORESENTRY']._serialized_options = b'8\001'
-  _globals['_QUERYINPUT']._serialized_start=2107
-  _globals['_QUERYINPUT']._serialized_end=2215
+  _globals['_QUERYINPUT']._serialized_start=2155
+  _globals['_QUERYINPUT']._serialized_end=2263
   _globals['_RETRIEVER']._serialized_start=144
   _globals['_RETRIEVER']._serialized_end=277
   _globals['_STAGE']._serialized_start=280
   _globals['_STAGE']._serialized_end=529
   _globals['_FEATURESEARCHSTAGE']._serialized_start=532
-  _globals['_FEATURESEARCHSTAGE']._serialized_end=693
-  _globals['_FILTERSTAGE']._serialized_start=695
-  _globals['_FILTERSTAGE']._serialized_end=746
-  _globals['_RERANKSTAGE']._serialized_start=748
-  _globals['_RERANKSTAGE']._serialized_end=776
-  _globals['_FUSESTAGE']._serialized_start=778
-  _globals['_FUSESTAGE']._serialized_end=832
-  _globals['_DEDUPSTAGE']._serialized_start=834
-  _globals['_DEDUPSTAGE']._serialized_end=894
-  _globals['_CREATERETRIEVERREQUEST']._serialized_start=896
-  _globals['_CREATERETRIEVERREQUEST']._serialized_end=1002
-  _globals['_CREATERETRIEVERRESPONSE']._serialized_start=1004
-  _globals['_CREATERETRIEVERRESPONSE']._serialized_end=1073
-  _globals['_GETRETRIEVERREQUEST']._serialized_start=1075
-  _globals['_GETRETRIEVERREQUEST']._serialized_end=1110
-  _globals['_GETRETRIEVERRESPONSE']._serialized_start=1112
-  _globals['_GETRETRIEVERRESPONSE']._serialized_end=1178
-  _globals['_LISTRETRIEVERSREQUEST']._serialized_start=1180
-  _globals['_LISTRETRIEVERSREQUEST']._serialized_end=1219
-  _globals['_LISTRETRIEVERSRESPONSE']._serialized_start=1221
-  _globals['_LISTRETRIEVERSRESPONSE']._serialized_end=1290
-  _globals['_DELETERETRIEVERREQUEST']._serialized_start=1292
-  _globals['_DELETERETRIEVERREQUEST']._serialized_end=1330
-  _globals['_DELETERETRIEVERRESPONSE']._serialized_start=1332
-  _globals['_DELETERETRIEVERRESPONSE']._serialized_end=1357
-  _globals['_QUERY']._serialized_start=1359
-  _globals['_QUERY']._serialized_end=1414
-  _globals['_EXECUTERETRIEVERREQUEST']._serialized_start=1417
-  _globals['_EXECUTERETRIEVERREQUEST']._serialized_end=1545
-  _globals['_EXECUTERETRIEVERRESPONSE']._serialized_start=1547
-  _globals['_EXECUTERETRIEVERRESPONSE']._serialized_end=1666
-  _globals['_DOCUMENT']._serialized_start=1669
-  _globals['_DOCUMENT']._serialized_end=2031
-  _globals['_DOCUMENT_STAGESCORESENTRY']._serialized_start=1981
-  _globals['_DOCUMENT_STAGESCORESENTRY']._serialized_end=2031
-  _globals['_STAGETIMING']._serialized_start=2033
-  _globals['_STAGETIMING']._serialized_end=2105
-  _globals['_RETRIEVERSERVICE']._serialized_start=2218
-  _globals['_RETRIEVERSERVICE']._serialized_end=2707
+  _globals['_FEATURESEARCHSTAGE']._serialized_end=741
+  _globals['_FILTERSTAGE']._serialized_start=743
+  _globals['_FILTERSTAGE']._serialized_end=794
+  _globals['_RERANKSTAGE']._serialized_start=796
+  _globals['_RERANKSTAGE']._serialized_end=824
+  _globals['_FUSESTAGE']._serialized_start=826
+  _globals['_FUSESTAGE']._serialized_end=880
+  _globals['_DEDUPSTAGE']._serialized_start=882
+  _globals['_DEDUPSTAGE']._serialized_end=942
+  _globals['_CREATERETRIEVERREQUEST']._serialized_start=944
+  _globals['_CREATERETRIEVERREQUEST']._serialized_end=1050
+  _globals['_CREATERETRIEVERRESPONSE']._serialized_start=1052
+  _globals['_CREATERETRIEVERRESPONSE']._serialized_end=1121
+  _globals['_GETRETRIEVERREQUEST']._serialized_start=1123
+  _globals['_GETRETRIEVERREQUEST']._serialized_end=1158
+  _globals['_GETRETRIEVERRESPONSE']._serialized_start=1160
+  _globals['_GETRETRIEVERRESPONSE']._serialized_end=1226
+  _globals['_LISTRETRIEVERSREQUEST']._serialized_start=1228
+  _globals['_LISTRETRIEVERSREQUEST']._serialized_end=1267
+  _globals['_LISTRETRIEVERSRESPONSE']._serialized_start=1269
+  _globals['_LISTRETRIEVERSRESPONSE']._serialized_end=1338
+  _globals['_DELETERETRIEVERREQUEST']._serialized_start=1340
+  _globals['_DELETERETRIEVERREQUEST']._serialized_end=1378
+  _globals['_DELETERETRIEVERRESPONSE']._serialized_start=1380
+  _globals['_DELETERETRIEVERRESPONSE']._serialized_end=1405
+  _globals['_QUERY']._serialized_start=1407
+  _globals['_QUERY']._serialized_end=1462
+  _globals['_EXECUTERETRIEVERREQUEST']._serialized_start=1465
+  _globals['_EXECUTERETRIEVERREQUEST']._serialized_end=1593
+  _globals['_EXECUTERETRIEVERRESPONSE']._serialized_start=1595
+  _globals['_EXECUTERETRIEVERRESPONSE']._serialized_end=1714
+  _globals['_DOCUMENT']._serialized_start=1717
+  _globals['_DOCUMENT']._serialized_end=2079
+  _globals['_DOCUMENT_STAGESCORESENTRY']._serialized_start=2029
+  _globals['_DOCUMENT_STAGESCORESENTRY']._serialized_end=2079
+  _globals['_STAGETIMING']._serialized_start=2081
+  _globals['_STAGETIMING']._serialized_end=2153
+  _globals['_RETRIEVERSERVICE']._serialized_start=2266
+  _globals['_RETRIEVERSERVICE']._serialized_end=2755
 # @@protoc_insertion_point(module_scope)

@@ -47,18 +47,20 @@ class Stage(_message.Message):
     def __init__(self, feature_search: _Optional[_Union[FeatureSearchStage, _Mapping]] = ..., filter: _Optional[_Union[FilterStage, _Mapping]] = ..., rerank: _Optional[_Union[RerankStage, _Mapping]] = ..., fuse: _Optional[_Union[FuseStage, _Mapping]] = ..., dedup: _Optional[_Union[DedupStage, _Mapping]] = ...) -> None: ...
 
 class FeatureSearchStage(_message.Message):
-    __slots__ = ("collection", "feature_extractor", "limit", "filter", "input")
+    __slots__ = ("collection", "feature_extractor", "limit", "filter", "input", "search_params")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     FEATURE_EXTRACTOR_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_PARAMS_FIELD_NUMBER: _ClassVar[int]
     collection: str
     feature_extractor: str
     limit: int
     filter: _types_pb2.Filter
     input: QueryInput
-    def __init__(self, collection: _Optional[str] = ..., feature_extractor: _Optional[str] = ..., limit: _Optional[int] = ..., filter: _Optional[_Union[_types_pb2.Filter, _Mapping]] = ..., input: _Optional[_Union[QueryInput, str]] = ...) -> None: ...
+    search_params: _types_pb2.IndexSpec
+    def __init__(self, collection: _Optional[str] = ..., feature_extractor: _Optional[str] = ..., limit: _Optional[int] = ..., filter: _Optional[_Union[_types_pb2.Filter, _Mapping]] = ..., input: _Optional[_Union[QueryInput, str]] = ..., search_params: _Optional[_Union[_types_pb2.IndexSpec, _Mapping]] = ...) -> None: ...
 
 class FilterStage(_message.Message):
     __slots__ = ("filter",)
