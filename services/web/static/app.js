@@ -44,7 +44,22 @@ function authHeaders() {
   return key ? { authorization: `Bearer ${key}` } : {};
 }
 
+// reads are idempotent: when the gateway is restarting or overloaded they get two more tries
+const TRANSIENT = new Set(["UNAVAILABLE", "DEADLINE_EXCEEDED", "NETWORK"]);
+
 async function api(path, options = {}) {
+  const retries = options.method && options.method !== "GET" ? 0 : 2;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await apiOnce(path, options);
+    } catch (err) {
+      if (attempt >= retries || !TRANSIENT.has(err.code)) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 500 * 3 ** attempt));
+    }
+  }
+}
+
+async function apiOnce(path, options = {}) {
   let response;
   try {
     response = await fetch(`/api${path}`, { ...options, headers: { accept: "application/json", ...authHeaders(), ...(options.headers || {}) } });
