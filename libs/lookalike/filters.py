@@ -88,22 +88,27 @@ def _typed_literal(name: str, kind: int, value: types_pb2.ScalarValue) -> str:
     raise InvalidArgument(f"{what}, not a {got.replace('_value', '') if got else 'missing'} value{hint}")
 
 
+def _check_operands(cond: types_pb2.FieldCondition) -> None:
+    """The value, or the list of values, that the condition's operator needs, within limits."""
+    if cond.operator in _COMPARISONS and not cond.HasField("value"):
+        raise InvalidArgument(f"filter on {cond.field!r}: operator needs a value")
+    if cond.operator in (Op.OPERATOR_IN, Op.OPERATOR_NOT_IN):
+        if not cond.values:
+            raise InvalidArgument(f"filter on {cond.field!r}: IN needs at least one value")
+        if len(cond.values) > MAX_VALUES:
+            raise InvalidArgument(f"filter on {cond.field!r}: more than {MAX_VALUES} values")
+
+
 def _typed_condition(cond: types_pb2.FieldCondition, kind: int) -> str:
     from lookalike.metadata import TYPE_NAMES, Type, column
 
     ref = column(cond.field)
     op = cond.operator
     if op in _COMPARISONS:
-        if not cond.HasField("value"):
-            raise InvalidArgument(f"filter on {cond.field!r}: operator needs a value")
         if op in _ORDERED and kind == Type.TYPE_BOOL:
             raise InvalidArgument(f"filter on {cond.field!r}: cannot order booleans")
         return f"{ref} {_COMPARISONS[op]} {_typed_literal(cond.field, kind, cond.value)}"
     if op in (Op.OPERATOR_IN, Op.OPERATOR_NOT_IN):
-        if not cond.values:
-            raise InvalidArgument(f"filter on {cond.field!r}: IN needs at least one value")
-        if len(cond.values) > MAX_VALUES:
-            raise InvalidArgument(f"filter on {cond.field!r}: more than {MAX_VALUES} values")
         items = ", ".join(_typed_literal(cond.field, kind, v) for v in cond.values)
         return f"{ref} {'in' if op == Op.OPERATOR_IN else 'not in'} [{items}]"
     if op == Op.OPERATOR_CONTAINS:
@@ -113,21 +118,16 @@ def _typed_condition(cond: types_pb2.FieldCondition, kind: int) -> str:
 
 def _condition(cond: types_pb2.FieldCondition, typed: Mapping[str, int] | None = None) -> str:
     ref = field_ref(cond.field)
+    _check_operands(cond)
     if typed and cond.field in typed:
         return _typed_condition(cond, typed[cond.field])
     op = cond.operator
     if op in _COMPARISONS:
-        if not cond.HasField("value"):
-            raise InvalidArgument(f"filter on {cond.field!r}: operator needs a value")
         if op in _ORDERED and cond.value.WhichOneof("kind") in ("string_value", "bool_value"):
             if cond.value.WhichOneof("kind") == "bool_value":
                 raise InvalidArgument(f"filter on {cond.field!r}: cannot order booleans")
         return f"{ref} {_COMPARISONS[op]} {literal(cond.value)}"
     if op in (Op.OPERATOR_IN, Op.OPERATOR_NOT_IN):
-        if not cond.values:
-            raise InvalidArgument(f"filter on {cond.field!r}: IN needs at least one value")
-        if len(cond.values) > MAX_VALUES:
-            raise InvalidArgument(f"filter on {cond.field!r}: more than {MAX_VALUES} values")
         # Milvus fails on an IN list that mixes types (even ints with doubles): one list per type,
         # ints written as doubles when doubles are present.
         # (the int64 minimum is always written as a double, so it counts as one)
