@@ -30,10 +30,10 @@ PHASH = extractor(64, t.METRIC_HAMMING, t.VECTOR_TYPE_BINARY, "phash")
 # ---- defaults -------------------------------------------------------------------------------------
 
 def test_defaults_are_hnsw() -> None:
-    expected = IndexParams("HNSW", "COSINE", {"M": 16, "efConstruction": 200}, {"ef": 64})
+    expected = IndexParams("HNSW", "COSINE", {"M": 16, "efConstruction": 200}, {"ef": 128})
     assert index_params(extractor(), t.IndexSpec()) == expected
     assert index_params(extractor(), hnsw()) == expected
-    assert HNSW_DEFAULTS == {"M": 16, "efConstruction": 200, "ef": 64}
+    assert HNSW_DEFAULTS == {"M": 16, "efConstruction": 200, "ef": 128}
 
 
 @pytest.mark.parametrize(

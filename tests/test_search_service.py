@@ -83,7 +83,7 @@ def code_of(exc: pytest.ExceptionInfo) -> grpc.StatusCode:
 class TestIndexParams:
     def test_defaults(self) -> None:
         hnsw = index_params(extractor(dim=1280), types_pb2.IndexSpec())
-        assert (hnsw.index_type, hnsw.metric, hnsw.build, hnsw.search) == ("HNSW", "COSINE", {"M": 16, "efConstruction": 200}, {"ef": 64})
+        assert (hnsw.index_type, hnsw.metric, hnsw.build, hnsw.search) == ("HNSW", "COSINE", {"M": 16, "efConstruction": 200}, {"ef": 128})
         pq = index_params(extractor(dim=1280), types_pb2.IndexSpec(type=types_pb2.INDEX_TYPE_IVF_PQ))
         assert pq.build == {"nlist": 1024, "m": 160, "nbits": 8} and pq.search == {"nprobe": 16}
         flat = index_params(extractor(dim=1280), types_pb2.IndexSpec(type=types_pb2.INDEX_TYPE_FLAT))
@@ -130,8 +130,8 @@ class TestIndexParams:
             index_params(types_pb2.ExtractorInfo(name="x", dimension=8, vector_type=FLOAT), types_pb2.IndexSpec())
 
     def test_search_overrides(self) -> None:
-        hnsw = IndexParams("HNSW", "COSINE", {"M": 16, "efConstruction": 200}, {"ef": 64})
-        assert with_search_overrides(hnsw, types_pb2.IndexSpec(), 10).search == {"ef": 64}
+        hnsw = IndexParams("HNSW", "COSINE", {"M": 16, "efConstruction": 200}, {"ef": 128})
+        assert with_search_overrides(hnsw, types_pb2.IndexSpec(), 10).search == {"ef": 128}
         assert with_search_overrides(hnsw, types_pb2.IndexSpec(), 500).search == {"ef": 500}  # ef ≥ limit
         assert with_search_overrides(hnsw, types_pb2.IndexSpec(hnsw=types_pb2.HnswParams(ef=200)), 10).search == {"ef": 200}
         pq = IndexParams("IVF_PQ", "COSINE", {"nlist": 128, "m": 8, "nbits": 8}, {"nprobe": 16})

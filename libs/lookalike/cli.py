@@ -366,7 +366,7 @@ def collections_create(
     index: Annotated[str, typer.Option(help="hnsw | ivf-pq | flat")] = "hnsw",
     m: Annotated[Optional[int], typer.Option("--m", help="HNSW graph degree (4-64, default 16)")] = None,
     ef_construction: Annotated[Optional[int], typer.Option("--ef-construction", help="HNSW build candidate list (8-512, default 200)")] = None,
-    ef: Annotated[Optional[int], typer.Option("--ef", help="HNSW query candidate list (default 64; raised to the limit)")] = None,
+    ef: Annotated[Optional[int], typer.Option("--ef", help="HNSW query candidate list (default 128; raised to the limit)")] = None,
     nlist: Annotated[Optional[int], typer.Option("--nlist", help="IVF-PQ inverted lists (default 1024)")] = None,
     pq_m: Annotated[Optional[int], typer.Option("--pq-m", help="IVF-PQ sub-quantizers, must divide the dimension (default dimension/8)")] = None,
     nbits: Annotated[Optional[int], typer.Option("--nbits", help="IVF-PQ bits per sub-quantizer code (1-16, default 8)")] = None,

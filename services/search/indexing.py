@@ -10,7 +10,9 @@ from lookalike.errors import InvalidArgument
 from lookalike.v1 import types_pb2
 from lookalike.vectorindex import IndexParams
 
-HNSW_DEFAULTS = {"M": 16, "efConstruction": 200, "ef": 64}
+# ef 128: on the bench's 1280-d embeddings recall@10 is 0.93 at 100k and 0.91 at 1M vectors (ef 64:
+# 0.87 / 0.84) for ~1-3 ms more per query (README, "Search and indexes")
+HNSW_DEFAULTS = {"M": 16, "efConstruction": 200, "ef": 128}
 IVF_PQ_DEFAULTS = {"nlist": 1024, "nbits": 8, "nprobe": 16}
 # IVF-PQ's product quantization alone caps recall@10 well below 1 (bench/search.py); by default
 # limit × 10 candidates are re-scored exactly from the stored vectors.

@@ -125,8 +125,10 @@ class SearchServicer(grpc_pb.SearchServiceServicer):
                     f"not {params.index_type} {params.metric} {params.build} of {extractor.dimension}"
                 )
             # Query-time defaults are fixed when the collection is created (Milvus 2.3.5 does not keep
-            # altered collection properties across a restart); a search can still pass its own.
-            if existing.spec and existing.params.search != params.search:
+            # altered collection properties across a restart); a search can still pass its own. Only
+            # values given explicitly are compared: a default that changed between versions is no conflict.
+            given = {k: v for k, v in params.search.items() if (request.index.hnsw.ef if k == "ef" else request.index.ivf_pq.nprobe)}
+            if existing.spec and any(existing.params.search.get(k) != v for k, v in given.items()):
                 raise FailedPrecondition(
                     f"{request.collection} was created with query parameters {existing.params.search} for "
                     f"{extractor.name!r}, not {params.search}; pass ef / nprobe per search instead"
