@@ -593,7 +593,7 @@ def filtered_costs(runner: Runner, dataset: Dataset, name: str, collection: str,
         flt = parse_filter_text(text) if text else None
         mask = (lambda c, w=wanted: np.isin(c, list(w))) if wanted else None
         truth = exact_topk(dataset, runner.queries, mask)
-        results, times = runner.timed(lambda q: runner.service(stub, collection, q, types_pb2.IndexSpec(), flt), runner.queries)
+        results, times = runner.timed(lambda q: runner.service(stub, collection, q, types_pb2.IndexSpec(hnsw=types_pb2.HnswParams(ef=64)), flt), runner.queries)
         out.append({"size": dataset.size, "filter": label, "recall": runner.recall(results, truth),
                     "p50_ms": percentile(times, 50), "p99_ms": percentile(times, 99),
                     "selectivity": float(np.isin(categories, list(wanted)).mean()) if wanted else 1.0})
