@@ -2,7 +2,7 @@
 (FLAT) ground truth, through the search service (gRPC) and through pymilvus directly.
 
     python -m bench.search                              # 10k and 100k vectors (README's table)
-    python -m bench.search --sizes 1000000              # 1M: a bigger machine (see below)
+    python -m bench.search --sizes 1000000 --indexes hnsw   # 1M (see below)
     python -m bench.search --sizes 2000 --queries 40 --dim 64      # a smoke run in ~1 min
 
 Vectors are 1280-d like EfficientNet-Lite0's. The catalog holds the real embeddings of the dev
@@ -21,9 +21,11 @@ under ``--data-dir`` (default ~/.cache/lookalike/bench-search) unless ``--milvus
 built collections are kept there and reused by the next run with the same data and parameters, so
 only the first run pays the index builds (100k HNSW of 1280-d on 2 cores: several minutes).
 
-1M vectors: 5 GB of float32 per collection (3 collections) and an HNSW build of hours on 2 cores;
-run ``--sizes 1000000`` on a machine with ≥16 cores and ≥32 GB RAM. Generation and ground truth are
-streamed in chunks, so the bench itself stays within a few GB.
+1M vectors: 5 GB of float32 per collection. On 2 cores the HNSW collection alone took 23 min of
+upserts and 32 min of index builds (``--sizes 1000000 --indexes hnsw``); all three want a machine
+with ≥16 cores and ≥32 GB RAM. ``--build-only`` builds without measuring, so a later run measures on
+a quiet machine. Generation and ground truth are streamed in chunks, so the bench itself stays
+within a few GB.
 """
 
 from __future__ import annotations
