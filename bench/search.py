@@ -319,9 +319,9 @@ class Collections:
         name = milvus_collection_name(NAMESPACE, coll_id, EXTRACTOR)
         built_from = {"data": dataset.fingerprint, "build": config.build}
         if config.key == "ivf-pq":
-            built_from["schema"] = "sq8-refine-copy"
+            built_from["schema"] = "sq8-refine-copy"  # collections from before the copy are rebuilt
         if config.typed:
-            built_from["typed"] = ["category:string"]  # collections from before the copy are rebuilt
+            built_from["typed"] = ["category:string"]
         fingerprint = json.dumps(built_from, sort_keys=True)
         if self.client.has_collection(name) and not fresh:
             if self.builds.get(name) == fingerprint:  # written only once a build completed
@@ -731,7 +731,7 @@ def main(argv: list[str] | None = None) -> int:
             ]
             configs = [c for c in configs if c.key in indexes]
             if args.typed_filters and "hnsw" in indexes and not args.skip_extras:
-                configs.append(IndexConfig("hnsw", dict(configs[[c.key for c in configs].index("hnsw")].build), typed=True))
+                configs.append(IndexConfig("hnsw", next(dict(c.build) for c in configs if c.key == "hnsw"), typed=True))
             built = {c.name: collections.ensure(c, dataset, args.fresh) for c in configs}
             for key, b in built.items():
                 builds.append({"size": size, "index": key, **{k: v for k, v in b.items() if k not in ("collection", "name")}})

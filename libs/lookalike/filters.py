@@ -13,9 +13,9 @@ import re
 from collections.abc import Mapping
 
 from lookalike.errors import InvalidArgument
+from lookalike.metadata import FIELD_NAME, INT64_MAX, INT64_MIN, TYPE_NAMES, Type, column
 from lookalike.v1 import types_pb2
 
-FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 MAX_DEPTH = 16
 MAX_VALUES = 1024
 MAX_STRING = 1024
@@ -66,8 +66,6 @@ def field_ref(name: str, json_field: str = "metadata") -> str:
 
 def _typed_literal(name: str, kind: int, value: types_pb2.ScalarValue) -> str:
     """A literal for a declared (typed) column: the value must be of the column's type."""
-    from lookalike.metadata import INT64_MIN, TYPE_NAMES, Type
-
     got = value.WhichOneof("kind")
     what = f"filter on {name!r}: the field is declared {TYPE_NAMES[kind]}"
     if kind == Type.TYPE_STRING and got == "string_value":
@@ -80,10 +78,10 @@ def _typed_literal(name: str, kind: int, value: types_pb2.ScalarValue) -> str:
         return literal(value, int_as_float=True)
     if kind == Type.TYPE_INT64:
         number = value.int_value if got == "int_value" else value.double_value if got == "double_value" else None
-        if number is not None and math.isfinite(number) and float(number).is_integer() and INT64_MIN < number < 2**63:
+        if number is not None and math.isfinite(number) and float(number).is_integer() and INT64_MIN < number <= INT64_MAX:
             return str(int(number))
         if number is not None:
-            raise InvalidArgument(f"{what}: compare it with a whole number between {INT64_MIN + 1} and {2**63 - 1}, not {number!r}")
+            raise InvalidArgument(f"{what}: compare it with a whole number between {INT64_MIN + 1} and {INT64_MAX}, not {number!r}")
     hint = " (quote it to compare as text)" if kind == Type.TYPE_STRING and got else ""
     raise InvalidArgument(f"{what}, not a {got.replace('_value', '') if got else 'missing'} value{hint}")
 
@@ -100,8 +98,6 @@ def _check_operands(cond: types_pb2.FieldCondition) -> None:
 
 
 def _typed_condition(cond: types_pb2.FieldCondition, kind: int) -> str:
-    from lookalike.metadata import TYPE_NAMES, Type, column
-
     ref = column(cond.field)
     op = cond.operator
     if op in _COMPARISONS:

@@ -10,13 +10,15 @@ field, rather than stored with a made-up value that filters would then match.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from lookalike.errors import InvalidArgument
-from lookalike.filters import FIELD_NAME
 from lookalike.v1 import types_pb2
 
+# A metadata field name (declared or in a filter): an identifier, never expression syntax.
+FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 Type = types_pb2.MetadataField.Type
 MAX_FIELDS = 32
 MAX_STRING = 512
